@@ -1,0 +1,131 @@
+//! Translation: a store snapshot in, the xDS resources and policy status out. Pure functions: no
+//! I/O, no clock, no randomness, so the same snapshot always gives the same resources.
+//!
+//! Semantics follow Istio's ambient controller (istio-wire-facts.md, mesh-user-apis.md section 1-2):
+//! enrolment, services and their endpoints, waypoint binding, and the L4 translation of
+//! AuthorizationPolicy and PeerAuthentication.
+
+mod authorization;
+mod peer_authentication;
+mod service;
+mod waypoint;
+mod workload;
+
+use std::collections::BTreeMap;
+
+use mesh_core::k8s::ObjectKey;
+use mesh_core::proto::istio::security::Authorization;
+use mesh_core::proto::istio::workload::{Service as XdsService, Workload};
+
+use crate::store::Snapshot;
+
+pub use authorization::convert_authorization_policy;
+
+/// Mesh-wide settings translation depends on.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    pub trust_domain: String,
+    /// Policies here apply mesh-wide (Istio's `istio-system`).
+    pub root_namespace: String,
+    /// Prefix of workload UIDs and the `cluster_id` field.
+    pub cluster_id: String,
+    /// Services are `<name>.<namespace>.svc.<domain_suffix>`.
+    pub domain_suffix: String,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            trust_domain: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
+            cluster_id: "Kubernetes".into(),
+            domain_suffix: "cluster.local".into(),
+        }
+    }
+}
+
+impl MeshConfig {
+    pub fn service_hostname(&self, namespace: &str, name: &str) -> String {
+        format!("{name}.{namespace}.svc.{}", self.domain_suffix)
+    }
+
+    pub fn workload_uid(&self, namespace: &str, name: &str) -> String {
+        format!("{}//Pod/{namespace}/{name}", self.cluster_id)
+    }
+}
+
+/// One status condition, as it appears in `status.conditions` of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Condition {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Condition {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+pub const ZTUNNEL_ACCEPTED: &str = "ZtunnelAccepted";
+pub const WAYPOINT_ACCEPTED: &str = "WaypointAccepted";
+
+/// Everything translation produces from one snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    /// Workload resources, by UID (their xDS resource name).
+    pub workloads: BTreeMap<String, Workload>,
+    /// Service resources, by `<namespace>/<hostname>`.
+    pub services: BTreeMap<String, XdsService>,
+    /// L4 policies, by `<namespace>/<name>`.
+    pub authorizations: BTreeMap<String, Authorization>,
+    /// Status conditions of every policy and waypoint Gateway.
+    pub statuses: BTreeMap<ObjectKey, Vec<Condition>>,
+}
+
+/// Translates a snapshot.
+pub fn translate(snapshot: &Snapshot, mesh: &MeshConfig) -> Translation {
+    let mut out = Translation::default();
+    let waypoints = waypoint::Waypoints::index(snapshot, mesh);
+    let services = service::translate_services(snapshot, mesh, &waypoints);
+    let policies = authorization::translate_policies(snapshot, mesh, &waypoints, &mut out.statuses);
+    let mut peer =
+        peer_authentication::PeerAuthentications::index(snapshot, mesh, &mut out.statuses);
+    out.workloads = workload::translate_workloads(
+        snapshot,
+        mesh,
+        &waypoints,
+        &services,
+        &policies.selectors,
+        &mut peer,
+    );
+    // Generated only for the workloads that need them, so collected after the workloads.
+    for pa in peer.authorizations() {
+        out.authorizations
+            .insert(format!("{}/{}", pa.namespace, pa.name), pa);
+    }
+    for (key, auth) in policies.authorizations {
+        out.authorizations.insert(key, auth);
+    }
+    out.services = services
+        .into_values()
+        .map(|s| (format!("{}/{}", s.xds.namespace, s.xds.hostname), s.xds))
+        .collect();
+    waypoint::gateway_statuses(snapshot, &mut out.statuses);
+    out
+}
+
+#[cfg(test)]
+mod tests;
