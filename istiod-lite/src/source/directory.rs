@@ -213,8 +213,12 @@ impl DirectorySource {
         Ok(changed)
     }
 
-    /// Loads the directory once, then follows its changes until the task is dropped.
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    /// Loads the directory once (then signals `on_loaded`), and follows its changes until the
+    /// task is dropped.
+    pub async fn run(
+        mut self,
+        on_loaded: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> anyhow::Result<()> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -224,6 +228,9 @@ impl DirectorySource {
         watcher.watch(&self.dir, RecursiveMode::Recursive)?;
         // Events that arrive during the first read are handled by the loop below.
         self.sync()?;
+        if let Some(tx) = on_loaded {
+            let _ = tx.send(());
+        }
         while let Some(event) = rx.recv().await {
             if let Err(e) = event {
                 tracing::warn!(error = %e, "config directory watch error; re-reading everything");

@@ -1,0 +1,292 @@
+//! Encoded xDS resources: one immutable [`ResourceSet`] per type URL per config generation, the
+//! delta between consecutive generations computed once (not once per client), and stable
+//! versions (a hash of the encoded bytes) so a client that reconnects, even to a restarted
+//! control plane, is sent only what really changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use mesh_core::proto::istio::workload::{address, Address};
+use mesh_core::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL};
+use prost::Message;
+
+use crate::translate::Translation;
+
+/// One encoded resource.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub version: String,
+    pub body: Bytes,
+}
+
+static NEXT_SET_ID: AtomicU64 = AtomicU64::new(1);
+
+/// All resources of one type at one generation, by name.
+#[derive(Debug)]
+pub struct ResourceSet {
+    /// Unique per set, so "what a client was sent" can be compared cheaply.
+    pub id: u64,
+    pub entries: BTreeMap<String, Arc<Entry>>,
+}
+
+impl ResourceSet {
+    pub fn new(entries: BTreeMap<String, Arc<Entry>>) -> Arc<ResourceSet> {
+        Arc::new(ResourceSet {
+            id: NEXT_SET_ID.fetch_add(1, Ordering::Relaxed),
+            entries,
+        })
+    }
+
+    pub fn empty() -> Arc<ResourceSet> {
+        ResourceSet::new(BTreeMap::new())
+    }
+}
+
+/// What changed between two sets.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub changed: Vec<(String, Arc<Entry>)>,
+    pub removed: Vec<String>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// Everything in `new` that `old` lacks or has at another version, and what `new` dropped.
+    pub fn between(old: &ResourceSet, new: &ResourceSet) -> Delta {
+        let mut delta = Delta::default();
+        let mut o = old.entries.iter().peekable();
+        let mut n = new.entries.iter().peekable();
+        loop {
+            match (o.peek(), n.peek()) {
+                (None, None) => break,
+                (Some((on, _)), None) => {
+                    delta.removed.push((*on).clone());
+                    o.next();
+                }
+                (None, Some((nn, ne))) => {
+                    delta.changed.push(((*nn).clone(), (*ne).clone()));
+                    n.next();
+                }
+                (Some((on, oe)), Some((nn, ne))) => match on.cmp(nn) {
+                    std::cmp::Ordering::Less => {
+                        delta.removed.push((*on).clone());
+                        o.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        delta.changed.push(((*nn).clone(), (*ne).clone()));
+                        n.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if !Arc::ptr_eq(oe, ne) && oe.version != ne.version {
+                            delta.changed.push(((*nn).clone(), (*ne).clone()));
+                        }
+                        o.next();
+                        n.next();
+                    }
+                },
+            }
+        }
+        delta
+    }
+
+    /// What a client that says it holds `versions` (name -> version) must be sent.
+    pub fn from_versions(versions: &HashMap<String, String>, new: &ResourceSet) -> Delta {
+        let mut delta = Delta::default();
+        for (name, entry) in &new.entries {
+            if versions.get(name) != Some(&entry.version) {
+                delta.changed.push((name.clone(), entry.clone()));
+            }
+        }
+        for name in versions.keys() {
+            if !new.entries.contains_key(name) {
+                delta.removed.push(name.clone());
+            }
+        }
+        delta.removed.sort();
+        delta
+    }
+}
+
+/// The types this server serves, in the order a ztunnel subscribes to them.
+pub const TYPE_URLS: [&str; 2] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
+
+/// Every served type at one config generation.
+#[derive(Debug)]
+pub struct XdsState {
+    pub generation: u64,
+    /// When the config change behind this state was seen (for push latency).
+    pub changed_at: Instant,
+    pub sets: HashMap<&'static str, Arc<ResourceSet>>,
+    /// Per type: the set this state follows and the delta from it.
+    pub deltas: HashMap<&'static str, (u64, Arc<Delta>)>,
+}
+
+impl XdsState {
+    pub fn empty() -> XdsState {
+        XdsState {
+            generation: 0,
+            changed_at: Instant::now(),
+            sets: TYPE_URLS
+                .iter()
+                .map(|t| (*t, ResourceSet::empty()))
+                .collect(),
+            deltas: HashMap::new(),
+        }
+    }
+
+    pub fn set(&self, type_url: &str) -> Option<&Arc<ResourceSet>> {
+        self.sets.get(type_url)
+    }
+
+    /// The delta from the set a client holds to this state's set.
+    pub fn delta_from(&self, type_url: &str, held: &ResourceSet) -> Option<Arc<Delta>> {
+        let current = self.sets.get(type_url)?;
+        if held.id == current.id {
+            return Some(Arc::new(Delta::default()));
+        }
+        match self.deltas.get(type_url) {
+            Some((from, delta)) if *from == held.id => Some(delta.clone()),
+            _ => Some(Arc::new(Delta::between(held, current))),
+        }
+    }
+}
+
+/// FNV-1a: a stable hash (unlike std's), so versions mean the same across restarts.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn entry(body: Vec<u8>, previous: Option<&Arc<Entry>>) -> Arc<Entry> {
+    let version = format!("{:016x}", fnv1a(&body));
+    match previous {
+        // Reuse the previous allocation when nothing changed, so deltas compare by pointer.
+        Some(p) if p.version == version && p.body[..] == body[..] => p.clone(),
+        _ => Arc::new(Entry {
+            version,
+            body: Bytes::from(body),
+        }),
+    }
+}
+
+/// Encodes a translation into the next state, reusing unchanged entries of `previous`.
+pub fn build_state(
+    translation: &Translation,
+    previous: &XdsState,
+    generation: u64,
+    changed_at: Instant,
+) -> XdsState {
+    let prev_addr = previous.sets.get(ADDRESS_TYPE_URL);
+    let prev_auth = previous.sets.get(AUTHORIZATION_TYPE_URL);
+    let lookup =
+        |set: Option<&Arc<ResourceSet>>, name: &str| set.and_then(|s| s.entries.get(name)).cloned();
+
+    let mut addresses = BTreeMap::new();
+    for (uid, w) in &translation.workloads {
+        let body = Address {
+            r#type: Some(address::Type::Workload(w.clone())),
+        }
+        .encode_to_vec();
+        addresses.insert(uid.clone(), entry(body, lookup(prev_addr, uid).as_ref()));
+    }
+    for (name, s) in &translation.services {
+        let body = Address {
+            r#type: Some(address::Type::Service(s.clone())),
+        }
+        .encode_to_vec();
+        addresses.insert(name.clone(), entry(body, lookup(prev_addr, name).as_ref()));
+    }
+    let mut authorizations = BTreeMap::new();
+    for (name, a) in &translation.authorizations {
+        let body = a.encode_to_vec();
+        authorizations.insert(name.clone(), entry(body, lookup(prev_auth, name).as_ref()));
+    }
+
+    let mut sets = HashMap::new();
+    let mut deltas = HashMap::new();
+    for (type_url, entries) in [
+        (ADDRESS_TYPE_URL, addresses),
+        (AUTHORIZATION_TYPE_URL, authorizations),
+    ] {
+        let old = previous
+            .sets
+            .get(type_url)
+            .cloned()
+            .unwrap_or_else(ResourceSet::empty);
+        // Unchanged content keeps the old set, so clients have nothing to do.
+        let unchanged = old.entries.len() == entries.len()
+            && old
+                .entries
+                .iter()
+                .zip(entries.iter())
+                .all(|((on, oe), (nn, ne))| on == nn && Arc::ptr_eq(oe, ne));
+        if unchanged {
+            sets.insert(type_url, old);
+            continue;
+        }
+        let new = ResourceSet::new(entries);
+        deltas.insert(type_url, (old.id, Arc::new(Delta::between(&old, &new))));
+        sets.insert(type_url, new);
+    }
+    XdsState {
+        generation,
+        changed_at,
+        sets,
+        deltas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[(&str, &str)]) -> Arc<ResourceSet> {
+        ResourceSet::new(
+            items
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        Arc::new(Entry {
+                            version: v.to_string(),
+                            body: Bytes::from(v.to_string()),
+                        }),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn delta_between_sets() {
+        let old = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        let new = set(&[("b", "2"), ("c", "1"), ("d", "1")]);
+        let d = Delta::between(&old, &new);
+        let changed: Vec<&str> = d.changed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(changed, vec!["b", "d"]);
+        assert_eq!(d.removed, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn delta_from_client_versions() {
+        let new = set(&[("a", "1"), ("b", "2")]);
+        let versions: HashMap<String, String> = [("a", "1"), ("b", "1"), ("gone", "1")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let d = Delta::from_versions(&versions, &new);
+        assert_eq!(d.changed.len(), 1);
+        assert_eq!(d.changed[0].0, "b");
+        assert_eq!(d.removed, vec!["gone".to_string()]);
+    }
+}
