@@ -4,6 +4,7 @@
 //! * a node's ztunnel may obtain, by impersonation (`ImpersonatedIdentity` metadata), the
 //!   identity of any service account that has a pod scheduled on its own node;
 //! * a workload may obtain only its own identity, never impersonate.
+//!
 //! Everything else is PermissionDenied, with a message that says why.
 
 pub mod authority;

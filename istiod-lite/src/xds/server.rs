@@ -68,10 +68,7 @@ impl AggregatedDiscoveryService for AdsServer {
         let caller = self
             .authenticator
             .authenticate(request.metadata())
-            .map_err(|s| {
-                tracing::warn!(message = s.message(), "xDS client refused");
-                s
-            })?;
+            .inspect_err(|s| tracing::warn!(message = s.message(), "xDS client refused"))?;
         let peer = request
             .remote_addr()
             .map(|a| a.to_string())
