@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use mesh_core::proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use mesh_core::proto::istio::ca::istio_certificate_service_server::IstioCertificateServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -27,8 +26,8 @@ use crate::store::Store;
 use crate::translate::{translate, MeshConfig};
 use crate::xds::{build_state, AdsServer, XdsState};
 
-/// Largest xDS request accepted (requests are small; responses are not limited).
-const MAX_REQUEST_BYTES: usize = 16 << 20;
+/// Largest CA request accepted.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Lifetime of the xDS port's own serving certificate; a new one is issued at every start.
 const SERVER_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 86400);
 
@@ -144,9 +143,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(16 << 20))
-        .add_service(
-            AggregatedDiscoveryServiceServer::new(ads).max_decoding_message_size(MAX_REQUEST_BYTES),
-        )
+        .add_service(ads)
         .add_service(
             IstioCertificateServiceServer::new(ca).max_decoding_message_size(MAX_REQUEST_BYTES),
         );

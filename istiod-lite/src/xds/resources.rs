@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
+use mesh_core::proto::envoy::config::core::v3::ControlPlane;
+use mesh_core::proto::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
 use mesh_core::proto::istio::workload::{address, Address};
 use mesh_core::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL};
 use prost::Message;
@@ -116,6 +118,15 @@ impl Delta {
 /// The types this server serves, in the order a ztunnel subscribes to them.
 pub const TYPE_URLS: [&str; 2] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
 
+/// A delta from the previous generation's set, and its encoding (made once, on first use).
+#[derive(Debug)]
+pub struct StepDelta {
+    /// Id of the set this delta starts from.
+    pub from: u64,
+    pub delta: Delta,
+    encoded: OnceLock<Bytes>,
+}
+
 /// Every served type at one config generation.
 #[derive(Debug)]
 pub struct XdsState {
@@ -123,38 +134,100 @@ pub struct XdsState {
     /// When the config change behind this state was seen (for push latency).
     pub changed_at: Instant,
     pub sets: HashMap<&'static str, Arc<ResourceSet>>,
-    /// Per type: the set this state follows and the delta from it.
-    pub deltas: HashMap<&'static str, (u64, Arc<Delta>)>,
+    /// Per type: the delta from the previous generation's set.
+    pub deltas: HashMap<&'static str, StepDelta>,
+    /// Per type: the encoded response carrying the whole set (made once, on first use).
+    full: HashMap<&'static str, OnceLock<Bytes>>,
 }
 
 impl XdsState {
-    pub fn empty() -> XdsState {
+    fn new(
+        generation: u64,
+        changed_at: Instant,
+        sets: HashMap<&'static str, Arc<ResourceSet>>,
+        deltas: HashMap<&'static str, StepDelta>,
+    ) -> XdsState {
+        let full = sets.keys().map(|t| (*t, OnceLock::new())).collect();
         XdsState {
-            generation: 0,
-            changed_at: Instant::now(),
-            sets: TYPE_URLS
-                .iter()
-                .map(|t| (*t, ResourceSet::empty()))
-                .collect(),
-            deltas: HashMap::new(),
+            generation,
+            changed_at,
+            sets,
+            deltas,
+            full,
         }
+    }
+
+    pub fn empty() -> XdsState {
+        let sets = TYPE_URLS
+            .iter()
+            .map(|t| (*t, ResourceSet::empty()))
+            .collect();
+        XdsState::new(0, Instant::now(), sets, HashMap::new())
     }
 
     pub fn set(&self, type_url: &str) -> Option<&Arc<ResourceSet>> {
         self.sets.get(type_url)
     }
 
-    /// The delta from the set a client holds to this state's set.
-    pub fn delta_from(&self, type_url: &str, held: &ResourceSet) -> Option<Arc<Delta>> {
-        let current = self.sets.get(type_url)?;
-        if held.id == current.id {
-            return Some(Arc::new(Delta::default()));
-        }
-        match self.deltas.get(type_url) {
-            Some((from, delta)) if *from == held.id => Some(delta.clone()),
-            _ => Some(Arc::new(Delta::between(held, current))),
-        }
+    /// The response body that sends a type's whole set, shared by every client.
+    pub fn full_response(&self, type_url: &str, identifier: &str) -> Bytes {
+        let (Some(set), Some(cell)) = (self.sets.get(type_url), self.full.get(type_url)) else {
+            return encode_response(type_url, &Delta::default(), self.generation, identifier);
+        };
+        cell.get_or_init(|| {
+            let delta = Delta {
+                changed: set
+                    .entries
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.clone()))
+                    .collect(),
+                removed: Vec::new(),
+            };
+            encode_response(type_url, &delta, self.generation, identifier)
+        })
+        .clone()
     }
+
+    /// The shared response body for a client that holds set `from`, if this state was built
+    /// directly on it. An empty body means nothing changed.
+    pub fn shared_delta(&self, type_url: &str, from: u64, identifier: &str) -> Option<Bytes> {
+        let step = self.deltas.get(type_url).filter(|s| s.from == from)?;
+        if step.delta.is_empty() {
+            return Some(Bytes::new());
+        }
+        Some(
+            step.encoded
+                .get_or_init(|| encode_response(type_url, &step.delta, self.generation, identifier))
+                .clone(),
+        )
+    }
+}
+
+/// Encodes a `DeltaDiscoveryResponse` without its nonce (each stream appends its own).
+pub fn encode_response(type_url: &str, delta: &Delta, generation: u64, identifier: &str) -> Bytes {
+    let resp = DeltaDiscoveryResponse {
+        system_version_info: generation.to_string(),
+        type_url: type_url.to_string(),
+        resources: delta
+            .changed
+            .iter()
+            .map(|(name, entry)| Resource {
+                name: name.clone(),
+                version: entry.version.clone(),
+                resource: Some(prost_types::Any {
+                    type_url: type_url.to_string(),
+                    value: entry.body.to_vec(),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        removed_resources: delta.removed.clone(),
+        control_plane: Some(ControlPlane {
+            identifier: identifier.to_string(),
+        }),
+        nonce: String::new(),
+    };
+    Bytes::from(resp.encode_to_vec())
 }
 
 /// FNV-1a: a stable hash (unlike std's), so versions mean the same across restarts.
@@ -235,15 +308,15 @@ pub fn build_state(
             continue;
         }
         let new = ResourceSet::new(entries);
-        deltas.insert(type_url, (old.id, Arc::new(Delta::between(&old, &new))));
+        let step = StepDelta {
+            from: old.id,
+            delta: Delta::between(&old, &new),
+            encoded: OnceLock::new(),
+        };
+        deltas.insert(type_url, step);
         sets.insert(type_url, new);
     }
-    XdsState {
-        generation,
-        changed_at,
-        sets,
-        deltas,
-    }
+    XdsState::new(generation, changed_at, sets, deltas)
 }
 
 #[cfg(test)]

@@ -7,38 +7,52 @@
 //! client's message and counted, and the stream goes on (the client keeps its last good
 //! resources; the next change of a rejected resource is sent as usual).
 //!
-//! A full state for a large mesh is megabytes: at most [`MAX_FULL_PUSHES`] clients may have an
-//! unacknowledged full push at a time, so a reconnect storm cannot hold a copy per client.
+//! The gRPC method is served by hand rather than through tonic's generated server, for memory:
+//! a full state of a large mesh is megabytes, and every client in sync needs the same bytes. So
+//! each response body is encoded once per config generation and shared (`Bytes`) by all
+//! streams; a client's own part, its nonce, is appended as a second encoded field (protobuf
+//! merges concatenated messages). tonic's encoder would copy each response into a per-stream
+//! buffer that keeps the capacity of the largest message for the life of the stream.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
-use mesh_core::proto::envoy::config::core::v3::ControlPlane;
-use mesh_core::proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use mesh_core::proto::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tonic::codec::{Codec, Streaming};
+use tonic::metadata::MetadataMap;
+use tonic::Status;
 
-use super::resources::{Delta, ResourceSet, XdsState, TYPE_URLS};
+use super::resources::{encode_response, Delta, ResourceSet, XdsState, TYPE_URLS};
 use crate::auth::{Authenticator, Caller};
 use crate::metrics::Metrics;
 
-/// Clients that may hold an unacknowledged full push at once.
-pub const MAX_FULL_PUSHES: usize = 8;
-/// A full push whose ACK does not come by then no longer holds its slot.
-const FULL_PUSH_SLOT_TIMEOUT: Duration = Duration::from_secs(5);
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const DELTA_METHOD: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+/// Largest request accepted (requests are small; responses are not limited).
+const MAX_REQUEST_BYTES: usize = 16 << 20;
 
+/// The ADS service, mounted on the gRPC server next to the CA.
+#[derive(Clone)]
 pub struct AdsServer {
-    pub state: watch::Receiver<Arc<XdsState>>,
-    pub authenticator: Arc<dyn Authenticator>,
-    pub metrics: Arc<Metrics>,
-    pub full_pushes: Arc<Semaphore>,
-    pub identifier: String,
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    state: watch::Receiver<Arc<XdsState>>,
+    authenticator: Arc<dyn Authenticator>,
+    metrics: Arc<Metrics>,
+    identifier: String,
 }
 
 impl AdsServer {
@@ -48,47 +62,172 @@ impl AdsServer {
         metrics: Arc<Metrics>,
     ) -> Self {
         AdsServer {
-            state,
-            authenticator,
-            metrics,
-            full_pushes: Arc::new(Semaphore::new(MAX_FULL_PUSHES)),
-            identifier: format!("istiod-lite-{}", std::process::id()),
+            inner: Arc::new(Shared {
+                state,
+                authenticator,
+                metrics,
+                identifier: format!("istiod-lite-{}", std::process::id()),
+            }),
         }
     }
-}
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let caller = self
-            .authenticator
-            .authenticate(request.metadata())
-            .inspect_err(|s| tracing::warn!(message = s.message(), "xDS client refused"))?;
-        let peer = request
-            .remote_addr()
+    fn handle(&self, req: http::Request<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+        if req.uri().path() != DELTA_METHOD {
+            return Status::unimplemented(format!(
+                "{} is not served; this server offers {DELTA_METHOD} only (delta xDS)",
+                req.uri().path()
+            ))
+            .into_http();
+        }
+        if req
+            .headers()
+            .get("grpc-encoding")
+            .is_some_and(|e| e.as_bytes() != b"identity")
+        {
+            return Status::unimplemented("compressed requests are not supported").into_http();
+        }
+        let (parts, body) = req.into_parts();
+        let peer = parts
+            .extensions
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
-        let (tx, rx) = mpsc::channel(2);
+        let metadata = MetadataMap::from_headers(parts.headers);
+        let caller = match self.inner.authenticator.authenticate(&metadata) {
+            Ok(c) => c,
+            Err(status) => {
+                tracing::warn!(%peer, message = status.message(), "xDS client refused");
+                return status.into_http();
+            }
+        };
+        let decoder =
+            tonic_prost::ProstCodec::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default()
+                .decoder();
+        let inbound = Streaming::new_request(decoder, body, None, Some(MAX_REQUEST_BYTES));
+        let (tx, rx) = mpsc::channel(4);
         let conn = Connection {
             caller,
             peer,
             tx,
-            state: self.state.clone(),
-            metrics: self.metrics.clone(),
-            full_pushes: self.full_pushes.clone(),
-            identifier: self.identifier.clone(),
+            state: self.inner.state.clone(),
+            metrics: self.inner.metrics.clone(),
+            identifier: self.inner.identifier.clone(),
             subscriptions: HashMap::new(),
             pending: HashMap::new(),
             next_nonce: 0,
         };
-        tokio::spawn(conn.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        tokio::spawn(conn.run(inbound));
+        let body = ResponseBody {
+            rx,
+            queue: std::collections::VecDeque::new(),
+            finished: false,
+        };
+        let mut resp = http::Response::new(tonic::body::Body::new(body));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        resp
     }
+}
+
+impl tonic::server::NamedService for AdsServer {
+    const NAME: &'static str = SERVICE;
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for AdsServer {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        std::future::ready(Ok(self.handle(req)))
+    }
+}
+
+/// What the connection task hands the response body.
+enum Out {
+    /// One gRPC message, as the chunks that make it up.
+    Message(Vec<Bytes>),
+    /// End the stream with this status.
+    End(Status),
+}
+
+/// The response body: gRPC messages as DATA frames, then the trailers.
+struct ResponseBody {
+    rx: mpsc::Receiver<Out>,
+    queue: std::collections::VecDeque<Bytes>,
+    finished: bool,
+}
+
+fn trailers(status: &Status) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    map.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
+    if !status.message().is_empty() {
+        if let Ok(v) = http::HeaderValue::from_str(status.message()) {
+            map.insert("grpc-message", v);
+        }
+    }
+    map
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if let Some(chunk) = self.queue.pop_front() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+        }
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Out::Message(chunks))) => {
+                self.queue.extend(chunks);
+                match self.queue.pop_front() {
+                    Some(chunk) => Poll::Ready(Some(Ok(http_body::Frame::data(chunk)))),
+                    None => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                }
+            }
+            Poll::Ready(Some(Out::End(status))) => {
+                self.finished = true;
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(&status)))))
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(&Status::ok(
+                    "",
+                ))))))
+            }
+        }
+    }
+}
+
+/// Frames one response: the gRPC header, the shared body, then this stream's nonce field.
+fn frame(body: Bytes, nonce: &str) -> Vec<Bytes> {
+    let tail = DeltaDiscoveryResponse {
+        nonce: nonce.to_string(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let len = body.len() + tail.len();
+    let mut header = BytesMut::with_capacity(5);
+    header.put_u8(0); // not compressed
+    header.put_u32(len as u32);
+    vec![header.freeze(), body, Bytes::from(tail)]
 }
 
 struct Subscription {
@@ -100,17 +239,14 @@ struct Subscription {
 struct Pending {
     type_url: String,
     sent_at: Instant,
-    /// Held while an initial full push is unacknowledged.
-    slot: Option<OwnedSemaphorePermit>,
 }
 
 struct Connection {
     caller: Caller,
     peer: String,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Out>,
     state: watch::Receiver<Arc<XdsState>>,
     metrics: Arc<Metrics>,
-    full_pushes: Arc<Semaphore>,
     identifier: String,
     subscriptions: HashMap<String, Subscription>,
     pending: HashMap<String, Pending>,
@@ -143,14 +279,15 @@ impl Connection {
                 },
                 changed = self.state.changed() => {
                     if changed.is_err() {
-                        break End::ResponseDropped; // the server is shutting down
+                        // The server is shutting down.
+                        let _ = self.tx.send(Out::End(Status::unavailable("istiod-lite is shutting down"))).await;
+                        break End::ResponseDropped;
                     }
                     if self.push_changes().await.is_err() {
                         break End::ResponseDropped;
                     }
                 }
             }
-            self.expire_slots();
         };
         self.metrics.xds_clients.dec();
         match end {
@@ -166,15 +303,6 @@ impl Connection {
         }
     }
 
-    /// Releases full-push slots whose ACK is overdue, so one silent client cannot block others.
-    fn expire_slots(&mut self) {
-        for p in self.pending.values_mut() {
-            if p.slot.is_some() && p.sent_at.elapsed() > FULL_PUSH_SLOT_TIMEOUT {
-                p.slot = None;
-            }
-        }
-    }
-
     async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), ()> {
         if !req.response_nonce.is_empty() {
             self.on_ack(&req);
@@ -182,8 +310,8 @@ impl Connection {
         }
         if !TYPE_URLS.contains(&req.type_url.as_str()) {
             tracing::warn!(caller = %self.caller, type_url = %req.type_url, "request for a type this server does not serve; answering with no resources");
-            let resp = self.response(&req.type_url, &Delta::default());
-            return self.send(resp, None, None).await;
+            let body = encode_response(&req.type_url, &Delta::default(), 0, &self.identifier);
+            return self.send(&req.type_url, body, None).await;
         }
         if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
             tracing::debug!(caller = %self.caller, type_url = %req.type_url,
@@ -197,22 +325,20 @@ impl Connection {
         let Some(current) = state.set(&req.type_url).cloned() else {
             return Ok(());
         };
-        let delta = Delta::from_versions(&req.initial_resource_versions, &current);
-        // A full push waits for a slot; an up-to-date reconnect does not need one.
-        let slot = if delta.changed.len() > 100 {
-            match self.full_pushes.clone().acquire_owned().await {
-                Ok(permit) => Some(permit),
-                Err(_) => return Err(()),
-            }
+        let (body, changed, removed) = if req.initial_resource_versions.is_empty() {
+            // The common case: everything, encoded once for every client.
+            let body = state.full_response(&req.type_url, &self.identifier);
+            (body, current.entries.len(), 0)
         } else {
-            None
+            let delta = Delta::from_versions(&req.initial_resource_versions, &current);
+            let body = encode_response(&req.type_url, &delta, state.generation, &self.identifier);
+            (body, delta.changed.len(), delta.removed.len())
         };
-        tracing::info!(caller = %self.caller, type_url = %req.type_url, resources = delta.changed.len(),
-            removed = delta.removed.len(), known = req.initial_resource_versions.len(), "xDS subscription");
-        let resp = self.response(&req.type_url, &delta);
+        tracing::info!(caller = %self.caller, type_url = %req.type_url, resources = changed,
+            removed, known = req.initial_resource_versions.len(), "xDS subscription");
         self.subscriptions
             .insert(req.type_url.clone(), Subscription { sent: current });
-        self.send(resp, slot, Some(state.changed_at)).await
+        self.send(&req.type_url, body, Some(state.changed_at)).await
     }
 
     fn on_ack(&mut self, req: &DeltaDiscoveryRequest) {
@@ -240,81 +366,65 @@ impl Connection {
         let types: Vec<String> = self.subscriptions.keys().cloned().collect();
         for type_url in types {
             let held = self.subscriptions[&type_url].sent.clone();
-            let Some(delta) = state.delta_from(&type_url, &held) else {
-                continue;
-            };
             let Some(current) = state.set(&type_url).cloned() else {
                 continue;
+            };
+            if held.id == current.id {
+                continue;
+            }
+            let body = match state.shared_delta(&type_url, held.id, &self.identifier) {
+                Some(body) => body,
+                None => {
+                    // This client skipped a generation: its own delta.
+                    let delta = Delta::between(&held, &current);
+                    if delta.is_empty() {
+                        Bytes::new()
+                    } else {
+                        encode_response(&type_url, &delta, state.generation, &self.identifier)
+                    }
+                }
             };
             if let Some(sub) = self.subscriptions.get_mut(&type_url) {
                 sub.sent = current;
             }
-            if delta.is_empty() {
+            if body.is_empty() {
                 continue;
             }
-            let resp = self.response(&type_url, &delta);
-            self.send(resp, None, Some(state.changed_at)).await?;
+            self.send(&type_url, body, Some(state.changed_at)).await?;
         }
         Ok(())
     }
 
-    fn response(&mut self, type_url: &str, delta: &Delta) -> DeltaDiscoveryResponse {
-        self.next_nonce += 1;
-        DeltaDiscoveryResponse {
-            system_version_info: self.state.borrow().generation.to_string(),
-            type_url: type_url.to_string(),
-            nonce: self.next_nonce.to_string(),
-            resources: delta
-                .changed
-                .iter()
-                .map(|(name, entry)| Resource {
-                    name: name.clone(),
-                    version: entry.version.clone(),
-                    resource: Some(prost_types::Any {
-                        type_url: type_url.to_string(),
-                        value: entry.body.to_vec(),
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-            removed_resources: delta.removed.clone(),
-            control_plane: Some(ControlPlane {
-                identifier: self.identifier.clone(),
-            }),
-        }
-    }
-
     async fn send(
         &mut self,
-        resp: DeltaDiscoveryResponse,
-        slot: Option<OwnedSemaphorePermit>,
+        type_url: &str,
+        body: Bytes,
         changed_at: Option<Instant>,
     ) -> Result<(), ()> {
-        let type_url = resp.type_url.clone();
-        let nonce = resp.nonce.clone();
-        let (n, removed) = (resp.resources.len(), resp.removed_resources.len());
-        self.tx.send(Ok(resp)).await.map_err(|_| ())?;
-        self.metrics
-            .xds_pushes
-            .with_label_values(&[&type_url])
-            .inc();
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        let bytes = body.len();
+        self.tx
+            .send(Out::Message(frame(body, &nonce)))
+            .await
+            .map_err(|_| ())?;
+        self.metrics.xds_pushes.with_label_values(&[type_url]).inc();
         if let Some(t) = changed_at {
             self.metrics
                 .xds_push_time
-                .with_label_values(&[&type_url])
+                .with_label_values(&[type_url])
                 .observe(t.elapsed().as_secs_f64());
         }
-        tracing::debug!(caller = %self.caller, type_url = %type_url, nonce = %nonce, resources = n, removed, "xDS push");
-        // Only the newest responses can still be acknowledged usefully; bound the map.
-        if self.pending.len() > 64 {
-            self.pending.retain(|_, p| p.slot.is_some());
+        tracing::debug!(caller = %self.caller, type_url, nonce = %nonce, bytes, "xDS push");
+        // Only recent responses can still be acknowledged usefully; bound the map.
+        if self.pending.len() >= 64 {
+            self.pending.clear();
         }
         self.pending.insert(
             nonce,
             Pending {
-                type_url,
+                type_url: type_url.to_string(),
                 sent_at: Instant::now(),
-                slot,
             },
         );
         Ok(())
