@@ -23,7 +23,8 @@ use crate::monitoring::{Monitor, Readiness};
 use crate::source::directory::DirectorySource;
 use crate::status::StatusBook;
 use crate::store::Store;
-use crate::translate::{translate, MeshConfig};
+use crate::translate::{MeshConfig, Translator};
+use crate::xds::resources::EncodeCache;
 use crate::xds::{build_state, AdsServer, XdsState};
 
 /// Largest CA request accepted.
@@ -189,27 +190,36 @@ async fn translate_loop(
     readiness: watch::Sender<Readiness>,
 ) {
     let mut snapshots = store.subscribe();
+    // Both keep results of the last run so a change redoes only what it affects.
+    let mut work = Some((Translator::new(mesh.clone()), EncodeCache::default()));
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let started = Instant::now();
         let previous = xds_tx.borrow().clone();
-        let mesh_c = mesh.clone();
         let snap = snapshot.clone();
+        let Some((mut translator, mut cache)) = work.take() else {
+            return;
+        };
         let result = tokio::task::spawn_blocking(move || {
-            let translation = translate(&snap, &mesh_c);
-            let state = build_state(&translation, &previous, snap.generation, started);
+            let translation = translator.translate(&snap);
+            let state = build_state(&translation, &previous, &mut cache, snap.generation, started);
             let unchanged = state
                 .sets
                 .iter()
                 .all(|(t, s)| previous.sets.get(t).is_some_and(|p| p.id == s.id));
-            (translation, state, unchanged)
+            (translation, state, unchanged, translator, cache)
         })
         .await;
         let (translation, state, unchanged) = match result {
-            Ok(r) => r,
+            Ok((translation, state, unchanged, translator, cache)) => {
+                work = Some((translator, cache));
+                (translation, state, unchanged)
+            }
             Err(e) => {
-                // A panic in translation is a bug; keep serving the last good state.
+                // A panic in translation is a bug; keep serving the last good state, and start
+                // the next translation from scratch.
                 tracing::error!(error = %e, generation = snapshot.generation, "translation failed; keeping the previous xDS state");
+                work = Some((Translator::new(mesh.clone()), EncodeCache::default()));
                 if snapshots.changed().await.is_err() {
                     return;
                 }

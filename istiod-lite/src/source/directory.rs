@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::store::{PartContent, Rejection, Store};
 
 /// How long to wait after a change event for more events before re-reading.
-const DEBOUNCE: Duration = Duration::from_millis(40);
+const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Parses one file's text into what the store should hold for it.
 pub fn parse_documents(source: &str, text: &str) -> PartContent {

@@ -12,6 +12,7 @@ mod waypoint;
 mod workload;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use mesh_core::k8s::ObjectKey;
 use mesh_core::proto::istio::security::Authorization;
@@ -86,7 +87,7 @@ pub const WAYPOINT_ACCEPTED: &str = "WaypointAccepted";
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Translation {
     /// Workload resources, by UID (their xDS resource name).
-    pub workloads: BTreeMap<String, Workload>,
+    pub workloads: BTreeMap<String, Arc<Workload>>,
     /// Service resources, by `<namespace>/<hostname>`.
     pub services: BTreeMap<String, XdsService>,
     /// L4 policies, by `<namespace>/<name>`.
@@ -95,36 +96,63 @@ pub struct Translation {
     pub statuses: BTreeMap<ObjectKey, Vec<Condition>>,
 }
 
-/// Translates a snapshot.
-pub fn translate(snapshot: &Snapshot, mesh: &MeshConfig) -> Translation {
-    let mut out = Translation::default();
-    let waypoints = waypoint::Waypoints::index(snapshot, mesh);
-    let services = service::translate_services(snapshot, mesh, &waypoints);
-    let policies = authorization::translate_policies(snapshot, mesh, &waypoints, &mut out.statuses);
-    let mut peer =
-        peer_authentication::PeerAuthentications::index(snapshot, mesh, &mut out.statuses);
-    out.workloads = workload::translate_workloads(
-        snapshot,
-        mesh,
-        &waypoints,
-        &services,
-        &policies.selectors,
-        &mut peer,
-    );
-    // Generated only for the workloads that need them, so collected after the workloads.
-    for pa in peer.authorizations() {
-        out.authorizations
-            .insert(format!("{}/{}", pa.namespace, pa.name), pa);
+/// Translates snapshots, remembering per-namespace results so that a change retranslates only
+/// what it can affect. The output is the same as a fresh translation's (tests check this).
+pub struct Translator {
+    mesh: MeshConfig,
+    memo: workload::WorkloadMemo,
+    /// The last snapshot, kept alive: the memo compares objects by address, and a live object's
+    /// address cannot be reused by a new one.
+    previous: Option<Arc<Snapshot>>,
+}
+
+impl Translator {
+    pub fn new(mesh: MeshConfig) -> Self {
+        Translator {
+            mesh,
+            memo: Default::default(),
+            previous: None,
+        }
     }
-    for (key, auth) in policies.authorizations {
-        out.authorizations.insert(key, auth);
+
+    pub fn translate(&mut self, snapshot: &Arc<Snapshot>) -> Translation {
+        let mesh = &self.mesh;
+        let mut out = Translation::default();
+        let waypoints = waypoint::Waypoints::index(snapshot, mesh);
+        let services = service::translate_services(snapshot, mesh, &waypoints);
+        let policies =
+            authorization::translate_policies(snapshot, mesh, &waypoints, &mut out.statuses);
+        let peer =
+            peer_authentication::PeerAuthentications::index(snapshot, mesh, &mut out.statuses);
+        out.workloads = workload::translate_workloads(
+            snapshot,
+            mesh,
+            &waypoints,
+            &services,
+            &policies.selectors,
+            &peer,
+            &mut self.memo,
+        );
+        for pa in peer.authorizations() {
+            out.authorizations
+                .insert(format!("{}/{}", pa.namespace, pa.name), pa);
+        }
+        for (key, auth) in policies.authorizations {
+            out.authorizations.insert(key, auth);
+        }
+        out.services = services
+            .into_values()
+            .map(|s| (format!("{}/{}", s.xds.namespace, s.xds.hostname), s.xds))
+            .collect();
+        waypoint::gateway_statuses(snapshot, &mut out.statuses);
+        self.previous = Some(snapshot.clone());
+        out
     }
-    out.services = services
-        .into_values()
-        .map(|s| (format!("{}/{}", s.xds.namespace, s.xds.hostname), s.xds))
-        .collect();
-    waypoint::gateway_statuses(snapshot, &mut out.statuses);
-    out
+}
+
+/// Translates one snapshot from scratch.
+pub fn translate(snapshot: &Arc<Snapshot>, mesh: &MeshConfig) -> Translation {
+    Translator::new(mesh.clone()).translate(snapshot)
 }
 
 #[cfg(test)]

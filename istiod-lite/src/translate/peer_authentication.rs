@@ -141,6 +141,7 @@ impl PeerAuthentications {
             };
             statuses.insert(key, vec![condition]);
         }
+        index.generate();
         index
     }
 
@@ -161,42 +162,45 @@ impl PeerAuthentications {
         (MtlsMode::Permissive, None)
     }
 
-    /// The key of the generated DENY policy that applies to a workload, if any. Generates it on
-    /// first use.
-    pub fn policy_for(&mut self, namespace: &str, labels: &Labels) -> Option<String> {
-        let workload_pa = self
-            .selector
-            .get(namespace)
-            .and_then(|list| {
-                list.iter()
-                    .find(|pa| selector_of(pa).is_some_and(|s| selector_matches(s, labels)))
-            })
-            .cloned();
+    /// The PeerAuthentication that decides a workload's mode (its own, else its namespace's,
+    /// else the mesh's), the base mode, and the ports whose mode differs from the base.
+    fn decide(
+        &self,
+        namespace: &str,
+        workload_pa: Option<&Arc<PeerAuthentication>>,
+    ) -> Option<(Arc<PeerAuthentication>, MtlsMode, Vec<(u32, MtlsMode)>)> {
         let (inherited, inherited_from) = self.namespace_mode(namespace);
-        let inherited_from = inherited_from.cloned();
         // A workload policy that sets neither a mode nor a port decides nothing.
         let workload_pa = workload_pa.filter(|pa| {
             normalise(mode_of(pa)) != MtlsMode::Unset || !pa.spec.port_level_mtls.is_empty()
         });
-        let (base, owner, ports) = match &workload_pa {
+        match workload_pa {
             Some(pa) => {
                 let own = normalise(mode_of(pa));
-                let base = if own == MtlsMode::Unset {
-                    inherited
-                } else {
-                    own
-                };
-                let ports: Vec<(u32, MtlsMode)> = pa
+                let base = if own == MtlsMode::Unset { inherited } else { own };
+                let ports = pa
                     .spec
                     .port_level_mtls
                     .iter()
                     .filter_map(|(p, m)| Some((p.parse::<u32>().ok()?, normalise(m.mode))))
                     .filter(|(_, m)| *m != MtlsMode::Unset && *m != base)
                     .collect();
-                (base, pa.clone(), ports)
+                Some((pa.clone(), base, ports))
             }
-            None => (inherited, inherited_from?, Vec::new()),
-        };
+            None => Some((inherited_from?.clone(), inherited, Vec::new())),
+        }
+    }
+
+    fn key_of(owner: &PeerAuthentication) -> String {
+        format!(
+            "{}/{PREFIX}{}",
+            owner.metadata.namespace.as_deref().unwrap_or_default(),
+            owner.metadata.name
+        )
+    }
+
+    /// The DENY policy a decision needs, if any part of it is STRICT.
+    fn policy(owner: &PeerAuthentication, base: MtlsMode, ports: &[(u32, MtlsMode)]) -> Option<Authorization> {
         let strict_ports: Vec<u32> = ports
             .iter()
             .filter(|(_, m)| *m == MtlsMode::Strict)
@@ -226,26 +230,53 @@ impl PeerAuthentications {
         } else {
             return None;
         };
-        let ns = owner.metadata.namespace.clone().unwrap_or_default();
-        let name = format!("{PREFIX}{}", owner.metadata.name);
-        let key = format!("{ns}/{name}");
-        self.generated
-            .entry(key.clone())
-            .or_insert_with(|| Authorization {
-                name,
-                namespace: ns,
-                scope: Scope::WorkloadSelector as i32,
-                action: Action::Deny as i32,
-                rules: vec![Rule {
-                    clauses: vec![Clause { matches: vec![m] }],
-                }],
-                dry_run: false,
-                extensions: vec![],
-            });
-        Some(key)
+        Some(Authorization {
+            name: format!("{PREFIX}{}", owner.metadata.name),
+            namespace: owner.metadata.namespace.clone().unwrap_or_default(),
+            scope: Scope::WorkloadSelector as i32,
+            action: Action::Deny as i32,
+            rules: vec![Rule {
+                clauses: vec![Clause { matches: vec![m] }],
+            }],
+            dry_run: false,
+            extensions: vec![],
+        })
     }
 
-    /// The policies generated so far (call after every workload asked [`Self::policy_for`]).
+    /// Generates the DENY policy of every PeerAuthentication that can decide a workload's
+    /// mode, whether or not a workload uses it yet (unreferenced WORKLOAD_SELECTOR policies
+    /// apply to nothing), so workload translation stays a pure lookup.
+    fn generate(&mut self) {
+        let mut decisions = Vec::new();
+        for (ns, list) in &self.selector {
+            for pa in list {
+                decisions.extend(self.decide(ns, Some(pa)));
+            }
+        }
+        for ns in self.namespace.keys() {
+            decisions.extend(self.decide(ns, None));
+        }
+        // A namespace with no policy of its own inherits the mesh's.
+        decisions.extend(self.decide("", None));
+        for (owner, base, ports) in decisions {
+            if let Some(auth) = Self::policy(&owner, base, &ports) {
+                self.generated.insert(Self::key_of(&owner), auth);
+            }
+        }
+    }
+
+    /// The key of the generated DENY policy that applies to a workload, if any.
+    pub fn policy_for(&self, namespace: &str, labels: &Labels) -> Option<String> {
+        let workload_pa = self.selector.get(namespace).and_then(|list| {
+            list.iter()
+                .find(|pa| selector_of(pa).is_some_and(|s| selector_matches(s, labels)))
+        });
+        let (owner, _, _) = self.decide(namespace, workload_pa)?;
+        let key = Self::key_of(&owner);
+        self.generated.contains_key(&key).then_some(key)
+    }
+
+    /// The generated policies.
     pub fn authorizations(&self) -> impl Iterator<Item = Authorization> + '_ {
         self.generated.values().cloned()
     }

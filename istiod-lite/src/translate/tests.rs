@@ -622,3 +622,33 @@ fn translation_is_deterministic() {
     let b = translate_yaml(&[BASE, POLICIES, WAYPOINT]);
     assert_eq!(a, b);
 }
+
+#[test]
+fn the_memo_gives_the_same_result_as_a_fresh_translation() {
+    let store = Store::new();
+    let mut translator = Translator::new(MeshConfig::default());
+    let steps: Vec<(&str, String)> = vec![
+        ("base.yaml", BASE.to_string()),
+        ("policies.yaml", POLICIES.to_string()),
+        // A pod's labels change: it leaves the service and a selector policy.
+        ("base.yaml", BASE.replace("labels: {app: web, version: v1}", "labels: {app: other, version: v1}")),
+        // The namespace gains a waypoint binding and a waypoint appears.
+        ("base.yaml", BASE.replace(
+            "    istio.io/dataplane-mode: ambient\n",
+            "    istio.io/dataplane-mode: ambient\n    istio.io/use-waypoint: wl-waypoint\n",
+        )),
+        ("waypoint.yaml", WAYPOINT.to_string()),
+        // A namespace-wide PeerAuthentication appears, then the mesh-wide one.
+        ("pa.yaml", "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: demo}\nspec: {mtls: {mode: STRICT}}\n".to_string()),
+        ("pa-mesh.yaml", "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n".to_string()),
+        // A service selector changes.
+        ("base.yaml", BASE.replace("  selector: {app: web}\n  clusterIP: 10.96.0.10", "  selector: {app: legacy}\n  clusterIP: 10.96.0.10")),
+    ];
+    for (file, text) in steps {
+        store.replace_parts(vec![(file.to_string(), Some(parse_documents(file, &text)))]);
+        let snap = store.snapshot();
+        let incremental = translator.translate(&snap);
+        let fresh = translate(&snap, &MeshConfig::default());
+        assert_eq!(incremental, fresh, "after applying {file}");
+    }
+}

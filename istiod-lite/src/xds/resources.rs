@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use mesh_core::proto::envoy::config::core::v3::ControlPlane;
 use mesh_core::proto::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
-use mesh_core::proto::istio::workload::{address, Address};
+use mesh_core::proto::istio::workload::Workload;
 use mesh_core::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL};
 use prost::Message;
 
@@ -252,10 +252,26 @@ fn entry(body: Vec<u8>, previous: Option<&Arc<Entry>>) -> Arc<Entry> {
     }
 }
 
+/// Encodings of workloads, by UID, with the workload they encode: a workload translation did
+/// not redo (the same `Arc`) is not encoded again.
+#[derive(Default)]
+pub struct EncodeCache {
+    workloads: HashMap<String, (Arc<Workload>, Arc<Entry>)>,
+}
+
+/// `istio.workload.Address` with `workload` (field 1) or `service` (field 2) set, encoded
+/// without copying the message into an `Address` first.
+fn encode_address<M: Message>(field: u32, m: &M) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(m.encoded_len() + 6);
+    prost::encoding::message::encode(field, m, &mut buf);
+    buf
+}
+
 /// Encodes a translation into the next state, reusing unchanged entries of `previous`.
 pub fn build_state(
     translation: &Translation,
     previous: &XdsState,
+    cache: &mut EncodeCache,
     generation: u64,
     changed_at: Instant,
 ) -> XdsState {
@@ -265,18 +281,18 @@ pub fn build_state(
         |set: Option<&Arc<ResourceSet>>, name: &str| set.and_then(|s| s.entries.get(name)).cloned();
 
     let mut addresses = BTreeMap::new();
+    let mut next_cache = HashMap::with_capacity(translation.workloads.len());
     for (uid, w) in &translation.workloads {
-        let body = Address {
-            r#type: Some(address::Type::Workload(w.clone())),
-        }
-        .encode_to_vec();
-        addresses.insert(uid.clone(), entry(body, lookup(prev_addr, uid).as_ref()));
+        let e = match cache.workloads.remove(uid) {
+            Some((cw, ce)) if Arc::ptr_eq(&cw, w) => ce,
+            _ => entry(encode_address(1, w.as_ref()), lookup(prev_addr, uid).as_ref()),
+        };
+        addresses.insert(uid.clone(), e.clone());
+        next_cache.insert(uid.clone(), (w.clone(), e));
     }
+    cache.workloads = next_cache;
     for (name, s) in &translation.services {
-        let body = Address {
-            r#type: Some(address::Type::Service(s.clone())),
-        }
-        .encode_to_vec();
+        let body = encode_address(2, s);
         addresses.insert(name.clone(), entry(body, lookup(prev_addr, name).as_ref()));
     }
     let mut authorizations = BTreeMap::new();
