@@ -259,7 +259,13 @@ async fn run(shape: Shape) {
         let tr = translate(&snapshot, &mesh);
         translate_times.push(t.elapsed());
         let t = Instant::now();
-        let state = build_state(&tr, &XdsState::empty(), &mut EncodeCache::default(), 1, Instant::now());
+        let state = build_state(
+            &tr,
+            &XdsState::empty(),
+            &mut EncodeCache::default(),
+            1,
+            Instant::now(),
+        );
         encode_times.push(t.elapsed());
         resources = state.sets.values().map(|s| s.entries.len()).sum::<usize>();
         bytes = state
@@ -271,8 +277,14 @@ async fn run(shape: Shape) {
     }
     let translate_median = median(translate_times);
     let encode_median = median(encode_times);
-    println!("parse YAML into the store:     {:>8.1} ms", parse.as_secs_f64() * 1e3);
-    println!("translate (median of 5):       {:>8.1} ms", translate_median.as_secs_f64() * 1e3);
+    println!(
+        "parse YAML into the store:     {:>8.1} ms",
+        parse.as_secs_f64() * 1e3
+    );
+    println!(
+        "translate (median of 5):       {:>8.1} ms",
+        translate_median.as_secs_f64() * 1e3
+    );
     println!(
         "encode resources (median of 5):{:>8.1} ms  ({resources} resources, {:.1} MB)",
         encode_median.as_secs_f64() * 1e3,
@@ -284,7 +296,13 @@ async fn run(shape: Shape) {
     let tr = translator.translate(&snapshot);
     let mut state = build_state(&tr, &XdsState::empty(), &mut cache, 1, Instant::now());
     let mut steps = Vec::new();
-    for round in 0..5 {
+    // `--profile-incremental N`: only N incremental rounds (for perf), then exit.
+    let profile_rounds = arg(
+        &std::env::args().collect::<Vec<_>>(),
+        "--profile-incremental",
+        0,
+    );
+    for round in 0..5.max(profile_rounds) {
         let pod = mesh_core::k8s::Object::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "pod-42", "namespace": "ns-7", "labels": {"app": "app-2", "version": format!("r{round}")}},
@@ -300,6 +318,13 @@ async fn run(shape: Shape) {
         steps.push(t.elapsed());
         let changed: usize = state.deltas.values().map(|d| d.delta.changed.len()).sum();
         assert_eq!(changed, 1, "one pod changed, one resource must change");
+    }
+    if profile_rounds > 0 {
+        println!(
+            "profiled {profile_rounds} incremental rounds; median {:?}",
+            median(steps)
+        );
+        return;
     }
     let incremental = median(steps);
     println!(

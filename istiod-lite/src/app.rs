@@ -202,7 +202,13 @@ async fn translate_loop(
         };
         let result = tokio::task::spawn_blocking(move || {
             let translation = translator.translate(&snap);
-            let state = build_state(&translation, &previous, &mut cache, snap.generation, started);
+            let state = build_state(
+                &translation,
+                &previous,
+                &mut cache,
+                snap.generation,
+                started,
+            );
             let unchanged = state
                 .sets
                 .iter()

@@ -177,7 +177,11 @@ impl PeerAuthentications {
         match workload_pa {
             Some(pa) => {
                 let own = normalise(mode_of(pa));
-                let base = if own == MtlsMode::Unset { inherited } else { own };
+                let base = if own == MtlsMode::Unset {
+                    inherited
+                } else {
+                    own
+                };
                 let ports = pa
                     .spec
                     .port_level_mtls
@@ -200,7 +204,11 @@ impl PeerAuthentications {
     }
 
     /// The DENY policy a decision needs, if any part of it is STRICT.
-    fn policy(owner: &PeerAuthentication, base: MtlsMode, ports: &[(u32, MtlsMode)]) -> Option<Authorization> {
+    fn policy(
+        owner: &PeerAuthentication,
+        base: MtlsMode,
+        ports: &[(u32, MtlsMode)],
+    ) -> Option<Authorization> {
         let strict_ports: Vec<u32> = ports
             .iter()
             .filter(|(_, m)| *m == MtlsMode::Strict)

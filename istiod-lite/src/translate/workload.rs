@@ -153,7 +153,8 @@ pub fn translate_workloads(
     peer: &PeerAuthentications,
     memo: &mut WorkloadMemo,
 ) -> BTreeMap<String, Arc<Workload>> {
-    let mut out = BTreeMap::new();
+    // Collected in order and built in bulk: inserting one by one compares long UIDs.
+    let mut out = Vec::with_capacity(snapshot.pods.len());
     // Services with selectors, per namespace, so a pod only checks its own namespace's.
     let mut by_namespace: HashMap<&str, Vec<&ServiceInfo>> = HashMap::new();
     for ((ns, _), svc) in services {
@@ -171,9 +172,15 @@ pub fn translate_workloads(
             if let Some((n, _, built)) = walking.take() {
                 next_memo.insert(n, built);
             }
-            let svcs = by_namespace.get(ns.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let svcs = by_namespace
+                .get(ns.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let fp = fingerprint(snapshot, ns, global, svcs);
-            let old = memo.remove(ns).filter(|m| m.fingerprint == fp).unwrap_or_default();
+            let old = memo
+                .remove(ns)
+                .filter(|m| m.fingerprint == fp)
+                .unwrap_or_default();
             let built = NamespaceMemo {
                 fingerprint: fp,
                 pods: HashMap::new(),
@@ -192,13 +199,19 @@ pub fn translate_workloads(
                     waypoints,
                     selector_policies,
                     peer,
-                    services: by_namespace.get(ns.as_str()).map(Vec::as_slice).unwrap_or(&[]),
+                    services: by_namespace
+                        .get(ns.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]),
                 };
-                (pod.clone(), translate_workload(&ctx, ns, name, pod).map(Arc::new))
+                (
+                    pod.clone(),
+                    translate_workload(&ctx, ns, name, pod).map(Arc::new),
+                )
             }
         };
         if let Some(w) = &entry.1 {
-            out.insert(w.uid.clone(), w.clone());
+            out.push((w.uid.clone(), w.clone()));
         }
         built.pods.insert(name.clone(), entry);
     }
@@ -206,12 +219,22 @@ pub fn translate_workloads(
         next_memo.insert(n, built);
     }
     *memo = next_memo;
-    out
+    out.into_iter().collect()
 }
 
-fn translate_workload(ctx: &Context<'_>, ns: &String, name: &String, pod: &Pod) -> Option<Workload> {
-    let (snapshot, mesh, waypoints, selector_policies, peer) =
-        (ctx.snapshot, ctx.mesh, ctx.waypoints, ctx.selector_policies, ctx.peer);
+fn translate_workload(
+    ctx: &Context<'_>,
+    ns: &String,
+    name: &String,
+    pod: &Pod,
+) -> Option<Workload> {
+    let (snapshot, mesh, waypoints, selector_policies, peer) = (
+        ctx.snapshot,
+        ctx.mesh,
+        ctx.waypoints,
+        ctx.selector_policies,
+        ctx.peer,
+    );
     let addresses: Vec<Vec<u8>> = pod.ips().into_iter().map(ip_bytes).collect();
     // Pods not yet started, or finished, have nothing to route to.
     if addresses.is_empty() || pod.is_terminal() {

@@ -280,20 +280,25 @@ pub fn build_state(
     let lookup =
         |set: Option<&Arc<ResourceSet>>, name: &str| set.and_then(|s| s.entries.get(name)).cloned();
 
-    let mut addresses = BTreeMap::new();
+    // Collected in order and built in bulk: inserting one by one compares long names.
+    let mut addresses =
+        Vec::with_capacity(translation.workloads.len() + translation.services.len());
     let mut next_cache = HashMap::with_capacity(translation.workloads.len());
     for (uid, w) in &translation.workloads {
         let e = match cache.workloads.remove(uid) {
             Some((cw, ce)) if Arc::ptr_eq(&cw, w) => ce,
-            _ => entry(encode_address(1, w.as_ref()), lookup(prev_addr, uid).as_ref()),
+            _ => entry(
+                encode_address(1, w.as_ref()),
+                lookup(prev_addr, uid).as_ref(),
+            ),
         };
-        addresses.insert(uid.clone(), e.clone());
+        addresses.push((uid.clone(), e.clone()));
         next_cache.insert(uid.clone(), (w.clone(), e));
     }
     cache.workloads = next_cache;
     for (name, s) in &translation.services {
         let body = encode_address(2, s);
-        addresses.insert(name.clone(), entry(body, lookup(prev_addr, name).as_ref()));
+        addresses.push((name.clone(), entry(body, lookup(prev_addr, name).as_ref())));
     }
     let mut authorizations = BTreeMap::new();
     for (name, a) in &translation.authorizations {
@@ -304,7 +309,10 @@ pub fn build_state(
     let mut sets = HashMap::new();
     let mut deltas = HashMap::new();
     for (type_url, entries) in [
-        (ADDRESS_TYPE_URL, addresses),
+        (
+            ADDRESS_TYPE_URL,
+            addresses.into_iter().collect::<BTreeMap<_, _>>(),
+        ),
         (AUTHORIZATION_TYPE_URL, authorizations),
     ] {
         let old = previous
