@@ -23,6 +23,9 @@ use crate::store::Snapshot;
 
 const PREFIX: &str = "converted_peer_authentication_";
 
+/// The policy that decides, the base mode, and the ports whose mode differs from it.
+type Decision = (Arc<PeerAuthentication>, MtlsMode, Vec<(u32, MtlsMode)>);
+
 pub struct PeerAuthentications {
     mesh: Option<Arc<PeerAuthentication>>,
     namespace: HashMap<String, Arc<PeerAuthentication>>,
@@ -168,7 +171,7 @@ impl PeerAuthentications {
         &self,
         namespace: &str,
         workload_pa: Option<&Arc<PeerAuthentication>>,
-    ) -> Option<(Arc<PeerAuthentication>, MtlsMode, Vec<(u32, MtlsMode)>)> {
+    ) -> Option<Decision> {
         let (inherited, inherited_from) = self.namespace_mode(namespace);
         // A workload policy that sets neither a mode nor a port decides nothing.
         let workload_pa = workload_pa.filter(|pa| {

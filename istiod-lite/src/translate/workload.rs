@@ -222,12 +222,7 @@ pub fn translate_workloads(
     out.into_iter().collect()
 }
 
-fn translate_workload(
-    ctx: &Context<'_>,
-    ns: &String,
-    name: &String,
-    pod: &Pod,
-) -> Option<Workload> {
+fn translate_workload(ctx: &Context<'_>, ns: &str, name: &str, pod: &Pod) -> Option<Workload> {
     let (snapshot, mesh, waypoints, selector_policies, peer) = (
         ctx.snapshot,
         ctx.mesh,
@@ -310,8 +305,8 @@ fn translate_workload(
     let uid = mesh.workload_uid(ns, name);
     let workload = Workload {
         uid: uid.clone(),
-        name: name.clone(),
-        namespace: ns.clone(),
+        name: name.to_string(),
+        namespace: ns.to_string(),
         addresses,
         tunnel_protocol: tunnel as i32,
         trust_domain: mesh.trust_domain.clone(),
