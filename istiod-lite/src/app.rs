@@ -119,6 +119,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         readiness_tx.clone(),
     )));
 
+    // Clients are only served once the loaded config is translated: a proxy must never get
+    // an empty "initial state" that is only empty because istiod-lite is still starting.
+    readiness_rx
+        .clone()
+        .wait_for(|r| r.config_loaded)
+        .await
+        .context("the translation task stopped before the first translation")?;
+
     // xDS + CA on one TLS port.
     let authenticator = Arc::new(TokenFileAuthenticator::new(config.tokens_file()));
     if !config.tokens_file().exists() {
@@ -200,6 +208,7 @@ async fn translate_loop(
         let Some((mut translator, mut cache)) = work.take() else {
             return;
         };
+        let book = status.clone();
         let result = tokio::task::spawn_blocking(move || {
             let translation = translator.translate(&snap);
             let state = build_state(
@@ -213,13 +222,24 @@ async fn translate_loop(
                 .sets
                 .iter()
                 .all(|(t, s)| previous.sets.get(t).is_some_and(|p| p.id == s.id));
-            (translation, state, unchanged, translator, cache)
+            let (files, not_accepted) = {
+                let mut book = book.lock().unwrap_or_else(|e| e.into_inner());
+                let files = book.update(&translation.statuses, &snap);
+                (files, book.not_accepted())
+            };
+            files.apply();
+            let counts = (
+                translation.workloads.len(),
+                translation.services.len(),
+                translation.authorizations.len(),
+            );
+            (state, unchanged, counts, not_accepted, translator, cache)
         })
         .await;
-        let (translation, state, unchanged) = match result {
-            Ok((translation, state, unchanged, translator, cache)) => {
+        let (state, unchanged, counts, not_accepted) = match result {
+            Ok((state, unchanged, counts, not_accepted, translator, cache)) => {
                 work = Some((translator, cache));
-                (translation, state, unchanged)
+                (state, unchanged, counts, not_accepted)
             }
             Err(e) => {
                 // A panic in translation is a bug; keep serving the last good state, and start
@@ -235,11 +255,18 @@ async fn translate_loop(
         metrics
             .translate_time
             .observe(started.elapsed().as_secs_f64());
+        metrics.policies_not_accepted.reset();
+        for ((kind, reason), n) in not_accepted {
+            metrics
+                .policies_not_accepted
+                .with_label_values(&[&kind, &reason])
+                .set(n);
+        }
         tracing::debug!(
             generation = snapshot.generation,
-            workloads = translation.workloads.len(),
-            services = translation.services.len(),
-            policies = translation.authorizations.len(),
+            workloads = counts.0,
+            services = counts.1,
+            policies = counts.2,
             elapsed_ms = started.elapsed().as_millis() as u64,
             unchanged,
             "translated"
@@ -247,10 +274,6 @@ async fn translate_loop(
         if !unchanged || xds_tx.borrow().generation == 0 {
             xds_tx.send_replace(Arc::new(state));
         }
-        status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .update(&translation.statuses, &snapshot);
         readiness.send_if_modified(|r| !std::mem::replace(&mut r.config_loaded, true));
         if snapshots.changed().await.is_err() {
             return;

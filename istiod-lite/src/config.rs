@@ -171,15 +171,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit_secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
+    let secs = n.saturating_mul(unit_secs);
     if secs == 0 {
         return Err("a duration must be positive".into());
+    }
+    // Certificates outliving the generated root (10 years) would not verify anyway.
+    if secs > 3650 * 86400 {
+        return Err(format!("{s:?} is longer than 3650d"));
     }
     Ok(Duration::from_secs(secs))
 }
@@ -195,6 +200,8 @@ mod tests {
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
+        assert!(parse_duration("3651d").is_err());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub config_objects: IntGaugeVec,
     /// Config documents currently rejected.
     pub config_rejected: IntGauge,
+    /// Objects with a status condition that is not True, by kind and reason.
+    pub policies_not_accepted: IntGaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -95,6 +97,13 @@ impl Metrics {
                 "istiod_lite_config_rejected_documents",
                 "Config documents currently rejected (see /debug/config).",
             )),
+            policies_not_accepted: must(IntGaugeVec::new(
+                Opts::new(
+                    "istiod_lite_policies_not_accepted",
+                    "Objects whose status has a condition that is not True (see /debug/status), by kind and reason.",
+                ),
+                &["kind", "reason"],
+            )),
             registry,
         };
         for c in [
@@ -108,6 +117,7 @@ impl Metrics {
             Box::new(m.certs_refused.clone()),
             Box::new(m.config_objects.clone()),
             Box::new(m.config_rejected.clone()),
+            Box::new(m.policies_not_accepted.clone()),
         ] {
             must(m.registry.register(c));
         }

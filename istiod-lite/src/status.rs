@@ -68,10 +68,61 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Keeps the current status of every object and mirrors it to a directory.
+/// Keeps the current status of every object; [`StatusBook::update`] says which files to write.
 pub struct StatusBook {
     dir: Option<PathBuf>,
     current: BTreeMap<ObjectKey, ObjectStatus>,
+    /// Whether files left by an earlier run have been swept.
+    swept: bool,
+}
+
+/// File work decided by an update, done outside the book's lock (and off the async runtime).
+#[derive(Default)]
+pub struct StatusFiles {
+    writes: Vec<(PathBuf, ObjectStatus)>,
+    removals: Vec<PathBuf>,
+    /// On the first update: the directory to sweep, and every file that should stay.
+    sweep: Option<(PathBuf, std::collections::HashSet<PathBuf>)>,
+}
+
+impl StatusFiles {
+    pub fn apply(self) {
+        for (path, status) in &self.writes {
+            write_status(path, status);
+        }
+        for path in &self.removals {
+            remove_status(path);
+        }
+        if let Some((dir, keep)) = self.sweep {
+            let mut found = Vec::new();
+            collect_yaml(&dir, &mut found);
+            for path in found.into_iter().filter(|p| !keep.contains(p)) {
+                remove_status(&path);
+            }
+        }
+    }
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_yaml(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+}
+
+fn remove_status(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove status file");
+        }
+    }
 }
 
 impl StatusBook {
@@ -79,11 +130,24 @@ impl StatusBook {
         StatusBook {
             dir,
             current: BTreeMap::new(),
+            swept: false,
         }
     }
 
     pub fn all(&self) -> Vec<ObjectStatus> {
         self.current.values().cloned().collect()
+    }
+
+    /// Objects with a condition that is not True, by (kind, reason).
+    pub fn not_accepted(&self) -> BTreeMap<(String, String), i64> {
+        let mut out = BTreeMap::new();
+        for (key, st) in &self.current {
+            for c in st.status.conditions.iter().filter(|c| c.status != "True") {
+                *out.entry((key.kind.to_string(), c.reason.clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+        out
     }
 
     fn path(dir: &Path, key: &ObjectKey) -> PathBuf {
@@ -92,8 +156,13 @@ impl StatusBook {
             .join(format!("{}.yaml", key.name))
     }
 
-    /// Applies the statuses of a new translation; writes what changed.
-    pub fn update(&mut self, statuses: &BTreeMap<ObjectKey, Vec<Condition>>, snapshot: &Snapshot) {
+    /// Applies the statuses of a new translation. Says in the log, once per change, when an
+    /// object is not (or no longer) fully accepted. Returns the file work to do.
+    pub fn update(
+        &mut self,
+        statuses: &BTreeMap<ObjectKey, Vec<Condition>>,
+        snapshot: &Snapshot,
+    ) -> StatusFiles {
         let mut next = BTreeMap::new();
         for (key, conditions) in statuses {
             let generation = object_generation(snapshot, key);
@@ -102,8 +171,16 @@ impl StatusBook {
                 .iter()
                 .map(|c| {
                     let status = if c.status { "True" } else { "False" }.to_string();
-                    let last = previous
-                        .and_then(|p| p.status.conditions.iter().find(|o| o.type_ == c.type_))
+                    let before = previous
+                        .and_then(|p| p.status.conditions.iter().find(|o| o.type_ == c.type_));
+                    let changed = before.is_none_or(|o| {
+                        o.status != status || o.reason != c.reason || o.message != c.message
+                    });
+                    if changed && !c.status && c.type_ != "Programmed" {
+                        tracing::warn!(object = %key, condition = c.type_, reason = c.reason,
+                            message = %c.message, "policy not enforced as written");
+                    }
+                    let last = before
                         .filter(|o| o.status == status)
                         .map(|o| o.last_transition_time.clone())
                         .unwrap_or_else(now_rfc3339);
@@ -130,22 +207,24 @@ impl StatusBook {
                 },
             );
         }
+        let mut files = StatusFiles::default();
         if let Some(dir) = &self.dir {
             for (key, status) in &next {
                 if self.current.get(key) != Some(status) {
-                    write_status(&Self::path(dir, key), status);
+                    files.writes.push((Self::path(dir, key), status.clone()));
                 }
             }
             for key in self.current.keys().filter(|k| !next.contains_key(*k)) {
-                let path = Self::path(dir, key);
-                if let Err(e) = std::fs::remove_file(&path) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(file = %path.display(), error = %e, "cannot remove status file");
-                    }
-                }
+                files.removals.push(Self::path(dir, key));
+            }
+            if !self.swept {
+                self.swept = true;
+                let keep = next.keys().map(|k| Self::path(dir, k)).collect();
+                files.sweep = Some((dir.clone(), keep));
             }
         }
         self.current = next;
+        files
     }
 }
 

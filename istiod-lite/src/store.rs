@@ -90,6 +90,26 @@ impl Snapshot {
         }
     }
 
+    /// A copy of the object stored under `key`.
+    fn get(&self, key: &ObjectKey) -> Option<Object> {
+        let k = (key.namespace.clone(), key.name.clone());
+        Some(match key.kind {
+            Kind::Namespace => Object::Namespace((**self.namespaces.get(&k)?).clone()),
+            Kind::ServiceAccount => {
+                Object::ServiceAccount((**self.service_accounts.get(&k)?).clone())
+            }
+            Kind::Pod => Object::Pod((**self.pods.get(&k)?).clone()),
+            Kind::Service => Object::Service((**self.services.get(&k)?).clone()),
+            Kind::AuthorizationPolicy => {
+                Object::AuthorizationPolicy((**self.authorization_policies.get(&k)?).clone())
+            }
+            Kind::PeerAuthentication => {
+                Object::PeerAuthentication((**self.peer_authentications.get(&k)?).clone())
+            }
+            Kind::Gateway => Object::Gateway((**self.gateways.get(&k)?).clone()),
+        })
+    }
+
     fn same_as(&self, object: &Object) -> bool {
         let key = object.key();
         let k = (key.namespace, key.name);
@@ -157,11 +177,52 @@ pub struct PartContent {
 #[derive(Default)]
 struct Inner {
     snapshot: Snapshot,
-    /// Which source part wrote each object.
-    owner: HashMap<ObjectKey, String>,
-    /// Objects by source part.
+    /// Every part's claim on each key, by part name: the first part wins, so the outcome does
+    /// not depend on the order parts were read. The winner's object lives in the snapshot
+    /// (`None` here); the others wait here (`Some`) in case the winner lets go of the key.
+    claims: HashMap<ObjectKey, BTreeMap<String, Option<Object>>>,
+    /// Keys by source part.
     parts: HashMap<String, BTreeSet<ObjectKey>>,
     rejections: BTreeMap<String, Vec<Rejection>>,
+}
+
+impl Inner {
+    /// Puts the winning claim of `key` into `next`.
+    fn resolve(&mut self, key: &ObjectKey, next: &mut Snapshot, summary: &mut BatchSummary) {
+        let Some(claim) = self.claims.get_mut(key) else {
+            return;
+        };
+        if claim.is_empty() {
+            self.claims.remove(key);
+            if next.remove(key) {
+                summary.deleted += 1;
+            }
+            return;
+        }
+        let mut entries = claim.iter_mut();
+        let Some((_, winner)) = entries.next() else {
+            return;
+        };
+        let Some(object) = winner.take() else {
+            return; // the winner's object is already the one in the snapshot
+        };
+        // A previous winner that is now second keeps its object here.
+        for (_, other) in entries {
+            if other.is_none() {
+                *other = next.get(key);
+            }
+        }
+        if !next.same_as(&object) {
+            next.insert(object);
+            summary.upserted += 1;
+        }
+    }
+
+    fn publish(&mut self, mut next: Snapshot, tx: &watch::Sender<Arc<Snapshot>>) {
+        next.generation += 1;
+        self.snapshot = next.clone();
+        tx.send_replace(Arc::new(next));
+    }
 }
 
 /// The typed object store. Cheap to share: clone the `Arc`.
@@ -195,9 +256,28 @@ impl Store {
         self.tx.borrow().clone()
     }
 
+    /// Documents currently refused, and definitions shadowed by another part's.
     pub fn rejections(&self) -> Vec<Rejection> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.rejections.values().flatten().cloned().collect()
+        let mut out: Vec<Rejection> = inner.rejections.values().flatten().cloned().collect();
+        for (key, claim) in &inner.claims {
+            let mut parts = claim.keys();
+            let Some(winner) = parts.next() else { continue };
+            for loser in parts {
+                out.push(Rejection {
+                    source: loser.clone(),
+                    document: 0,
+                    kind: key.kind.to_string(),
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    reason: format!(
+                        "also defined in {winner}, which takes precedence (of two definitions, the first source by name wins)"
+                    ),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.source, a.document).cmp(&(&b.source, b.document)));
+        out
     }
 
     /// Replaces what each named source part holds, in one batch (one snapshot).
@@ -207,26 +287,22 @@ impl Store {
         let inner = &mut *guard;
         let mut next = inner.snapshot.clone();
         let mut summary = BatchSummary::default();
+        let mut touched = BTreeSet::new();
         for (part, content) in parts {
             let content = content.unwrap_or_default();
             let previous = inner.parts.remove(&part).unwrap_or_default();
             let mut now = BTreeSet::new();
             for object in content.objects {
                 let key = object.key();
-                if let Some(other) = inner.owner.get(&key).filter(|o| **o != part) {
-                    tracing::warn!(object = %key, first = %other, second = %part,
-                        "object defined by two sources; the later one wins");
-                    if let Some(set) = inner.parts.get_mut(other.as_str()) {
-                        set.remove(&key);
-                    }
-                }
-                if !next.same_as(&object) {
-                    next.insert(object);
-                    summary.upserted += 1;
-                }
-                inner.owner.insert(key.clone(), part.clone());
+                inner
+                    .claims
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(part.clone(), Some(object));
+                touched.insert(key.clone());
                 now.insert(key);
             }
+            // Refused documents keep their last good version; an unreadable part keeps all.
             for key in content.rejected_keys {
                 if previous.contains(&key) {
                     now.insert(key);
@@ -236,12 +312,10 @@ impl Store {
                 now.extend(previous.iter().cloned());
             }
             for key in previous.difference(&now) {
-                if inner.owner.get(key) == Some(&part) {
-                    inner.owner.remove(key);
-                    if next.remove(key) {
-                        summary.deleted += 1;
-                    }
+                if let Some(claim) = inner.claims.get_mut(key) {
+                    claim.remove(&part);
                 }
+                touched.insert(key.clone());
             }
             summary.rejected += content.rejections.len();
             if content.rejections.is_empty() {
@@ -253,57 +327,56 @@ impl Store {
                 inner.parts.insert(part, now);
             }
         }
+        for key in &touched {
+            inner.resolve(key, &mut next, &mut summary);
+        }
         if summary.upserted + summary.deleted > 0 {
-            next.generation += 1;
-            inner.snapshot = next.clone();
-            self.tx.send_replace(Arc::new(next));
+            inner.publish(next, &self.tx);
         }
         summary
     }
 
-    /// Inserts or replaces one object (a watch event).
+    /// Inserts or replaces one object from `source` (a watch event).
     pub fn upsert(&self, source: &str, object: Object) -> BatchSummary {
         let key = object.key();
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = inner.snapshot.clone();
-        if next.same_as(&object) {
-            return BatchSummary::default();
-        }
-        next.insert(object);
-        inner.owner.insert(key.clone(), source.to_string());
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *guard;
+        inner
+            .claims
+            .entry(key.clone())
+            .or_default()
+            .insert(source.to_string(), Some(object));
         inner
             .parts
             .entry(source.to_string())
             .or_default()
-            .insert(key);
-        next.generation += 1;
-        inner.snapshot = next.clone();
-        self.tx.send_replace(Arc::new(next));
-        BatchSummary {
-            upserted: 1,
-            ..Default::default()
+            .insert(key.clone());
+        let mut next = inner.snapshot.clone();
+        let mut summary = BatchSummary::default();
+        inner.resolve(&key, &mut next, &mut summary);
+        if summary.upserted > 0 {
+            inner.publish(next, &self.tx);
         }
+        summary
     }
 
-    /// Deletes one object (a watch event).
-    pub fn delete(&self, key: &ObjectKey) -> BatchSummary {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    /// Deletes `source`'s object `key` (a watch event).
+    pub fn delete(&self, source: &str, key: &ObjectKey) -> BatchSummary {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *guard;
+        if let Some(claim) = inner.claims.get_mut(key) {
+            claim.remove(source);
+        }
+        if let Some(set) = inner.parts.get_mut(source) {
+            set.remove(key);
+        }
         let mut next = inner.snapshot.clone();
-        if !next.remove(key) {
-            return BatchSummary::default();
+        let mut summary = BatchSummary::default();
+        inner.resolve(key, &mut next, &mut summary);
+        if summary.upserted + summary.deleted > 0 {
+            inner.publish(next, &self.tx);
         }
-        if let Some(part) = inner.owner.remove(key) {
-            if let Some(set) = inner.parts.get_mut(&part) {
-                set.remove(key);
-            }
-        }
-        next.generation += 1;
-        inner.snapshot = next.clone();
-        self.tx.send_replace(Arc::new(next));
-        BatchSummary {
-            deleted: 1,
-            ..Default::default()
-        }
+        summary
     }
 }
 
@@ -395,13 +468,35 @@ mod tests {
     }
 
     #[test]
-    fn a_part_does_not_delete_objects_another_part_took_over() {
+    fn of_two_definitions_the_first_part_wins_and_the_other_takes_over_when_it_goes() {
         let store = Store::new();
-        store.replace_parts(vec![("a.yaml".into(), part(vec![pod("p1", "10.0.0.1")]))]);
         store.replace_parts(vec![("b.yaml".into(), part(vec![pod("p1", "10.0.0.9")]))]);
+        store.replace_parts(vec![("a.yaml".into(), part(vec![pod("p1", "10.0.0.1")]))]);
+        let ip = |store: &Store| {
+            store
+                .snapshot()
+                .pods
+                .values()
+                .next()
+                .and_then(|p| p.status.pod_ip.clone())
+        };
+        // a.yaml sorts first, whichever was read first.
+        assert_eq!(ip(&store).as_deref(), Some("10.0.0.1"));
+        let shadowed = store.rejections();
+        assert_eq!(shadowed.len(), 1);
+        assert_eq!(shadowed[0].source, "b.yaml");
+        assert!(
+            shadowed[0].reason.contains("a.yaml"),
+            "{}",
+            shadowed[0].reason
+        );
+        // When a.yaml lets go, b.yaml's definition is served, not nothing.
         store.replace_parts(vec![("a.yaml".into(), None)]);
-        let snap = store.snapshot();
-        let p = snap.pods.values().next().unwrap();
-        assert_eq!(p.status.pod_ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(ip(&store).as_deref(), Some("10.0.0.9"));
+        assert!(store.rejections().is_empty());
+        // And when b.yaml goes too, the object is gone.
+        let s = store.replace_parts(vec![("b.yaml".into(), None)]);
+        assert_eq!(s.deleted, 1);
+        assert!(store.snapshot().pods.is_empty());
     }
 }

@@ -252,8 +252,10 @@ async fn workloads_get_only_their_own_identity() {
 async fn the_root_is_kept_private_and_reused_across_restarts() {
     let h = start_harness(&[("config.yaml", CONFIG)]).await;
     let key = h.state_dir().join("ca/root-key.pem");
-    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    for file in [key, h.state_dir().join("ca/root-cert.pem")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
     let first_root = h.running.root_cert_pem.clone();
     let config = istiod_lite::config::Config::for_test(h.config_dir(), h.state_dir());
     let again = istiod_lite::app::start(config).await.unwrap();

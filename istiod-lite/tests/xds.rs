@@ -324,3 +324,113 @@ spec:
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_subscriptions_get_named_resources_and_their_changes_only() {
+    let h = start_harness(&[
+        ("ns.yaml", NAMESPACE),
+        ("web-1.yaml", &pod("web-1", "10.1.0.5", "v1")),
+        ("web-2.yaml", &pod("web-2", "10.1.0.6", "v1")),
+    ])
+    .await;
+    let mut ads = AdsStream::open(h.channel().await, NODE1_TOKEN)
+        .await
+        .unwrap();
+    // ztunnel's on-demand mode: subscribe to "*" and unsubscribe it: nothing yet.
+    ads.tx
+        .send(DeltaDiscoveryRequest {
+            type_url: ADDRESS_TYPE_URL.into(),
+            resource_names_subscribe: vec!["*".into()],
+            resource_names_unsubscribe: vec!["*".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let initial = ads.next(Duration::from_secs(5)).await;
+    assert!(initial.resources.is_empty() && initial.removed_resources.is_empty());
+
+    // Look up an IP (an alias) and an unknown UID, on the same request as the ACK.
+    ads.tx
+        .send(DeltaDiscoveryRequest {
+            type_url: ADDRESS_TYPE_URL.into(),
+            response_nonce: initial.nonce.clone(),
+            resource_names_subscribe: vec!["/10.1.0.5".into(), "Kubernetes//Pod/demo/nope".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let found = ads.next(Duration::from_secs(5)).await;
+    assert_eq!(names(&found), vec![WEB1.to_string()]);
+    let mut removed = found.removed_resources.clone();
+    removed.sort();
+    // The alias and the unknown name are both released.
+    assert_eq!(
+        removed,
+        vec![
+            "/10.1.0.5".to_string(),
+            "Kubernetes//Pod/demo/nope".to_string()
+        ]
+    );
+    ads.ack(&found).await;
+
+    // A change to an unsubscribed pod is not sent; a change to the subscribed one is.
+    h.write("web-2.yaml", &pod("web-2", "10.1.0.6", "v2"));
+    eventually(
+        Duration::from_secs(5),
+        "web-2's edit to be served",
+        || async {
+            let snap = h.running.store.snapshot();
+            let edited = snap
+                .pods
+                .get(&("demo".to_string(), "web-2".to_string()))
+                .is_some_and(|p| {
+                    p.metadata.labels.get("version").map(String::as_str) == Some("v2")
+                });
+            (edited && h.running.xds.borrow().generation == snap.generation).then_some(())
+        },
+    )
+    .await;
+    h.write("web-1.yaml", &pod("web-1", "10.1.0.5", "v2"));
+    let next = ads.next(Duration::from_secs(5)).await;
+    assert_eq!(names(&next), vec![WEB1.to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_ends_its_stream() {
+    let h = start_harness(&[("ns.yaml", NAMESPACE)]).await;
+    let mut ads = AdsStream::open(h.channel().await, NODE2_TOKEN)
+        .await
+        .unwrap();
+    ads.subscribe(ADDRESS_TYPE_URL).await;
+    let initial = ads.next(Duration::from_secs(5)).await;
+    // The operator removes node2's token.
+    std::fs::write(
+        h.state_dir().join("tokens.yaml"),
+        format!("tokens:\n- token: {NODE1_TOKEN}\n  node: node1\n"),
+    )
+    .unwrap();
+    ads.ack(&initial).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), ads.rx.message())
+        .await
+        .expect("the stream must end");
+    let status = end.expect_err("the stream must end with an error");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_files_of_objects_deleted_while_down_are_swept_at_start() {
+    let h = start_harness(&[("ns.yaml", NAMESPACE)]).await;
+    let stale = h
+        .state_dir()
+        .join("status/authorizationpolicy/demo/gone.yaml");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, "status: {}\n").unwrap();
+    let config = istiod_lite::config::Config::for_test(h.config_dir(), h.state_dir());
+    let _again = istiod_lite::app::start(config).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the stale status file to be swept",
+        || async { (!stale.exists()).then_some(()) },
+    )
+    .await;
+}

@@ -660,8 +660,16 @@ impl Object {
         let (Some(api_version), Some(kind_name)) = (api_version, kind_name) else {
             return Err(ObjectError::MissingTypeMeta);
         };
+        let group = |v: &str| {
+            v.rsplit_once('/')
+                .map(|(g, _)| g.to_string())
+                .unwrap_or_default()
+        };
+        // Another API's kind of the same name (an Istio networking Gateway, a Knative Service)
+        // is not ours and not broken: it is simply not read.
         let kind = Kind::from_name(kind_name)
-            .ok_or_else(|| ObjectError::UnknownKind(kind_name.to_string()))?;
+            .filter(|k| group(k.api_versions()[0]) == group(api_version))
+            .ok_or_else(|| ObjectError::UnknownKind(format!("{kind_name} ({api_version})")))?;
         if !kind.api_versions().contains(&api_version) {
             return Err(ObjectError::ApiVersion {
                 kind,
@@ -739,7 +747,10 @@ impl Object {
         let meta = self.metadata();
         check_name("metadata.name", &meta.name)?;
         if let Some(ns) = &meta.namespace {
-            check_name("metadata.namespace", ns)?;
+            check_label("metadata.namespace", ns)?;
+        }
+        if self.kind() == Kind::Namespace {
+            check_label("metadata.name", &meta.name)?;
         }
         match self {
             Object::Pod(pod) => validate_pod(pod),
@@ -779,6 +790,17 @@ fn check_name(field: &str, name: &str) -> Result<(), ObjectError> {
     if !ok_chars || !ok_ends {
         return Err(invalid(format!(
             "{field} {name:?} must consist of lower case alphanumeric characters, '-' or '.', and start and end with an alphanumeric character"
+        )));
+    }
+    Ok(())
+}
+
+/// RFC 1123 label rules (namespaces: no dots, at most 63 characters).
+fn check_label(field: &str, name: &str) -> Result<(), ObjectError> {
+    check_name(field, name)?;
+    if name.len() > 63 || name.contains('.') {
+        return Err(invalid(format!(
+            "{field} {name:?} must be a DNS label: at most 63 characters, no dots"
         )));
     }
     Ok(())
@@ -1013,6 +1035,13 @@ mod tests {
         }))
         .unwrap_err();
         assert!(matches!(err, ObjectError::ApiVersion { .. }), "{err}");
+        // The same kind name in another API group is not ours: ignored, not rejected.
+        let err = Object::from_value(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": "ingress"}
+        }))
+        .unwrap_err();
+        assert!(matches!(err, ObjectError::UnknownKind(_)), "{err}");
         let err = Object::from_value(json!({
             "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
             "metadata": {"name": "p"}, "spec": {"action": "PERMIT"}
@@ -1025,6 +1054,8 @@ mod tests {
     fn validation_catches_semantic_errors() {
         let bad = [
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad_Name"}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a.b"}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a.b"}}),
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "status": {"podIP": "10.0.0.300"}}),
             json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
                    "metadata": {"name": "p"},

@@ -96,7 +96,7 @@ impl Authority {
         let cert = params.self_signed(&key)?;
         // Key first, never readable by others; then the certificate that makes the pair usable.
         write_private(&key_path, key.serialize_pem().as_bytes())?;
-        fs::write(&cert_path, cert.pem()).map_err(|e| file_err(&cert_path, e))?;
+        write_private(&cert_path, cert.pem().as_bytes())?;
         tracing::info!(cert = %cert_path.display(), "generated a new mesh root CA");
         Ok(Authority {
             issuer: Issuer::new(params, key),
@@ -116,6 +116,13 @@ impl Authority {
     ) -> Result<Authority, CaError> {
         let cert_pem = fs::read_to_string(cert).map_err(|e| file_err(cert, e))?;
         let key_pem = fs::read_to_string(key).map_err(|e| file_err(key, e))?;
+        if let Ok(meta) = fs::metadata(key) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(file = %key.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "the CA key is readable by other users; chmod 600 it");
+            }
+        }
         let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| file_err(key, e))?;
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key_pair).map_err(|e| file_err(cert, e))?;

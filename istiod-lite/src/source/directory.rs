@@ -213,10 +213,19 @@ impl DirectorySource {
         Ok(changed)
     }
 
+    /// [`Self::sync`] on the blocking pool: reading files must not stall the runtime.
+    async fn sync_blocking(mut self) -> anyhow::Result<(Self, std::io::Result<usize>)> {
+        Ok(tokio::task::spawn_blocking(move || {
+            let r = self.sync();
+            (self, r)
+        })
+        .await?)
+    }
+
     /// Loads the directory once (then signals `on_loaded`), and follows its changes until the
     /// task is dropped.
     pub async fn run(
-        mut self,
+        self,
         on_loaded: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> anyhow::Result<()> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -227,7 +236,8 @@ impl DirectorySource {
             })?;
         watcher.watch(&self.dir, RecursiveMode::Recursive)?;
         // Events that arrive during the first read are handled by the loop below.
-        self.sync()?;
+        let (mut this, first) = self.sync_blocking().await?;
+        first?;
         if let Some(tx) = on_loaded {
             let _ = tx.send(());
         }
@@ -238,8 +248,10 @@ impl DirectorySource {
             // Coalesce a burst of events into one re-read.
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            if let Err(e) = self.sync() {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read config directory");
+            let (next, result) = this.sync_blocking().await?;
+            this = next;
+            if let Err(e) = result {
+                tracing::warn!(dir = %this.dir.display(), error = %e, "cannot read config directory");
             }
         }
         Ok(())

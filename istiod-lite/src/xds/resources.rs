@@ -138,6 +138,9 @@ pub struct XdsState {
     pub deltas: HashMap<&'static str, StepDelta>,
     /// Per type: the encoded response carrying the whole set (made once, on first use).
     full: HashMap<&'static str, OnceLock<Bytes>>,
+    /// Address aliases `<network>/<ip>` -> the resource name (workload UID or service name),
+    /// for clients that look addresses up by IP.
+    aliases: HashMap<String, String>,
 }
 
 impl XdsState {
@@ -154,7 +157,13 @@ impl XdsState {
             sets,
             deltas,
             full,
+            aliases: HashMap::new(),
         }
+    }
+
+    /// The resource an alias (`<network>/<ip>`) names.
+    pub fn alias(&self, name: &str) -> Option<&str> {
+        self.aliases.get(name).map(String::as_str)
     }
 
     pub fn empty() -> XdsState {
@@ -340,7 +349,38 @@ pub fn build_state(
         deltas.insert(type_url, step);
         sets.insert(type_url, new);
     }
-    XdsState::new(generation, changed_at, sets, deltas)
+    let mut state = XdsState::new(generation, changed_at, sets, deltas);
+    state.aliases = aliases(translation);
+    state
+}
+
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes)
+            .ok()
+            .map(|b| std::net::Ipv4Addr::from(b).to_string()),
+        16 => <[u8; 16]>::try_from(bytes)
+            .ok()
+            .map(|b| std::net::Ipv6Addr::from(b).to_string()),
+        _ => None,
+    }
+}
+
+fn aliases(translation: &Translation) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (uid, w) in &translation.workloads {
+        for ip in w.addresses.iter().filter_map(|a| ip_text(a)) {
+            out.insert(format!("{}/{ip}", w.network), uid.clone());
+        }
+    }
+    for (name, s) in &translation.services {
+        for a in &s.addresses {
+            if let Some(ip) = ip_text(&a.address) {
+                out.insert(format!("{}/{ip}", a.network), name.clone());
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

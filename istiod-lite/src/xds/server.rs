@@ -14,7 +14,7 @@
 //! merges concatenated messages). tonic's encoder would copy each response into a per-stream
 //! buffer that keeps the capacity of the largest message for the life of the stream.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -108,6 +108,8 @@ impl AdsServer {
         let (tx, rx) = mpsc::channel(4);
         let conn = Connection {
             caller,
+            credentials: metadata,
+            authenticator: self.inner.authenticator.clone(),
             peer,
             tx,
             state: self.inner.state.clone(),
@@ -231,8 +233,48 @@ fn frame(body: Bytes, nonce: &str) -> Vec<Bytes> {
 }
 
 struct Subscription {
-    /// What the client was last sent for this type.
+    /// The set the client's view was last brought up to date with.
     sent: Arc<ResourceSet>,
+    /// Explicitly subscribed resource names; `None` for a wildcard subscription.
+    names: Option<BTreeSet<String>>,
+}
+
+/// Type URL label for metrics about types this server does not serve (labels must not be
+/// whatever a client sends).
+const UNKNOWN_TYPE: &str = "unknown";
+
+/// The response to an explicit subscription of `requested` names: the resources that exist
+/// (an alias such as `<network>/<ip>` is answered with the resource it names), and every
+/// requested name that is not a resource's own name in `removed`, which is what releases a
+/// client waiting on that exact name. Adds what is now subscribed to `names`.
+fn named_delta(
+    state: &XdsState,
+    current: &ResourceSet,
+    requested: &[String],
+    names: &mut BTreeSet<String>,
+) -> Delta {
+    let mut delta = Delta::default();
+    for name in requested.iter().filter(|n| n.as_str() != "*") {
+        let primary = if current.entries.contains_key(name) {
+            Some(name.clone())
+        } else {
+            state.alias(name).map(str::to_string)
+        };
+        match primary.and_then(|p| current.entries.get(&p).map(|e| (p, e.clone()))) {
+            Some((p, entry)) => {
+                if p != *name {
+                    delta.removed.push(name.clone());
+                }
+                names.insert(p.clone());
+                delta.changed.push((p, entry));
+            }
+            None => {
+                names.insert(name.clone());
+                delta.removed.push(name.clone());
+            }
+        }
+    }
+    delta
 }
 
 /// A response awaiting its ACK or NACK.
@@ -243,6 +285,10 @@ struct Pending {
 
 struct Connection {
     caller: Caller,
+    /// The stream's metadata, to re-check its token: a token removed from the token file ends
+    /// the streams that used it at their next request.
+    credentials: MetadataMap,
+    authenticator: Arc<dyn Authenticator>,
     peer: String,
     tx: mpsc::Sender<Out>,
     state: watch::Receiver<Arc<XdsState>>,
@@ -272,6 +318,11 @@ impl Connection {
                     None => break End::ClientClosed,
                     Some(Err(status)) => break End::ClientError(status),
                     Some(Ok(req)) => {
+                        if let Err(status) = self.authenticator.authenticate(&self.credentials) {
+                            tracing::warn!(caller = %self.caller, peer = %self.peer, message = status.message(), "xDS client no longer authorized; ending its stream");
+                            let _ = self.tx.send(Out::End(status)).await;
+                            break End::ResponseDropped;
+                        }
                         if self.on_request(req).await.is_err() {
                             break End::ResponseDropped;
                         }
@@ -306,39 +357,86 @@ impl Connection {
     async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), ()> {
         if !req.response_nonce.is_empty() {
             self.on_ack(&req);
-            return Ok(());
         }
-        if !TYPE_URLS.contains(&req.type_url.as_str()) {
-            tracing::warn!(caller = %self.caller, type_url = %req.type_url, "request for a type this server does not serve; answering with no resources");
-            let body = encode_response(&req.type_url, &Delta::default(), 0, &self.identifier);
-            return self.send(&req.type_url, body, None).await;
-        }
-        if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
-            tracing::debug!(caller = %self.caller, type_url = %req.type_url,
-                "named (on-demand) subscriptions are served as wildcard: every resource is sent");
-        }
-        if self.subscriptions.contains_key(&req.type_url) {
-            // A repeated subscription request on a live stream: nothing new to send.
+        let type_url = req.type_url.as_str();
+        if !TYPE_URLS.contains(&type_url) {
+            if req.response_nonce.is_empty() {
+                tracing::warn!(caller = %self.caller, type_url, "request for a type this server does not serve; answering with no resources");
+                let body = encode_response(type_url, &Delta::default(), 0, &self.identifier);
+                return self.send(UNKNOWN_TYPE, body, None).await;
+            }
             return Ok(());
         }
         let state = self.state.borrow().clone();
-        let Some(current) = state.set(&req.type_url).cloned() else {
+        let Some(current) = state.set(type_url).cloned() else {
             return Ok(());
         };
-        let (body, changed, removed) = if req.initial_resource_versions.is_empty() {
-            // The common case: everything, encoded once for every client.
-            let body = state.full_response(&req.type_url, &self.identifier);
-            (body, current.entries.len(), 0)
-        } else {
-            let delta = Delta::from_versions(&req.initial_resource_versions, &current);
-            let body = encode_response(&req.type_url, &delta, state.generation, &self.identifier);
-            (body, delta.changed.len(), delta.removed.len())
+        let subscribe = &req.resource_names_subscribe;
+        let unsubscribe = &req.resource_names_unsubscribe;
+        let Some(sub) = self.subscriptions.get_mut(type_url) else {
+            // The first request of a type: wildcard unless it names resources, or subscribes
+            // to "*" and unsubscribes it again (ztunnel's on-demand mode: "nothing yet").
+            let wildcard = (subscribe.is_empty() || subscribe.iter().any(|n| n == "*"))
+                && !unsubscribe.iter().any(|n| n == "*");
+            let (body, changed, removed, names) = if !wildcard {
+                let mut names = BTreeSet::new();
+                let delta = named_delta(&state, &current, subscribe, &mut names);
+                let body = encode_response(type_url, &delta, state.generation, &self.identifier);
+                (body, delta.changed.len(), delta.removed.len(), Some(names))
+            } else if req.initial_resource_versions.is_empty() {
+                // The common case: everything, encoded once for every client.
+                let body = state.full_response(type_url, &self.identifier);
+                (body, current.entries.len(), 0, None)
+            } else {
+                let delta = Delta::from_versions(&req.initial_resource_versions, &current);
+                let body = encode_response(type_url, &delta, state.generation, &self.identifier);
+                (body, delta.changed.len(), delta.removed.len(), None)
+            };
+            tracing::info!(caller = %self.caller, type_url, resources = changed, removed,
+                known = req.initial_resource_versions.len(), wildcard = names.is_none(), "xDS subscription");
+            self.subscriptions.insert(
+                type_url.to_string(),
+                Subscription {
+                    sent: current,
+                    names,
+                },
+            );
+            return self.send(type_url, body, None).await;
         };
-        tracing::info!(caller = %self.caller, type_url = %req.type_url, resources = changed,
-            removed, known = req.initial_resource_versions.len(), "xDS subscription");
-        self.subscriptions
-            .insert(req.type_url.clone(), Subscription { sent: current });
-        self.send(&req.type_url, body, Some(state.changed_at)).await
+        // Changes to a live subscription.
+        let Some(names) = sub.names.as_mut() else {
+            return Ok(()); // wildcard already has everything
+        };
+        for n in unsubscribe {
+            names.remove(n);
+        }
+        if subscribe.iter().any(|n| n == "*") {
+            // Now wildcard: send what it does not have yet.
+            let delta = Delta {
+                changed: current
+                    .entries
+                    .iter()
+                    .filter(|(n, _)| !names.contains(*n))
+                    .map(|(n, e)| (n.clone(), e.clone()))
+                    .collect(),
+                removed: Vec::new(),
+            };
+            sub.names = None;
+            sub.sent = current;
+            let body = encode_response(type_url, &delta, state.generation, &self.identifier);
+            return self.send(type_url, body, None).await;
+        }
+        let fresh: Vec<String> = subscribe
+            .iter()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let delta = named_delta(&state, &current, &fresh, names);
+        let body = encode_response(type_url, &delta, state.generation, &self.identifier);
+        self.send(type_url, body, None).await
     }
 
     fn on_ack(&mut self, req: &DeltaDiscoveryRequest) {
@@ -372,8 +470,24 @@ impl Connection {
             if held.id == current.id {
                 continue;
             }
-            let body = match state.shared_delta(&type_url, held.id, &self.identifier) {
+            let names = self.subscriptions[&type_url].names.clone();
+            let shared = match names {
+                None => state.shared_delta(&type_url, held.id, &self.identifier),
+                Some(_) => None,
+            };
+            let body = match shared {
                 Some(body) => body,
+                None if names.is_some() => {
+                    let names = names.unwrap_or_default();
+                    let mut delta = Delta::between(&held, &current);
+                    delta.changed.retain(|(n, _)| names.contains(n));
+                    delta.removed.retain(|n| names.contains(n));
+                    if delta.is_empty() {
+                        Bytes::new()
+                    } else {
+                        encode_response(&type_url, &delta, state.generation, &self.identifier)
+                    }
+                }
                 None => {
                     // This client skipped a generation: its own delta.
                     let delta = Delta::between(&held, &current);
