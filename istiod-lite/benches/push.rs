@@ -344,7 +344,7 @@ async fn run(shape: Shape) {
         .args(["--state-dir", state_dir.to_str().unwrap()])
         .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
         .args(["--monitoring-addr", &format!("127.0.0.1:{mon_port}")])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

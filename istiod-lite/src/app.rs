@@ -208,7 +208,6 @@ async fn translate_loop(
         let Some((mut translator, mut cache)) = work.take() else {
             return;
         };
-        let book = status.clone();
         let result = tokio::task::spawn_blocking(move || {
             let translation = translator.translate(&snap);
             let state = build_state(
@@ -222,24 +221,13 @@ async fn translate_loop(
                 .sets
                 .iter()
                 .all(|(t, s)| previous.sets.get(t).is_some_and(|p| p.id == s.id));
-            let (files, not_accepted) = {
-                let mut book = book.lock().unwrap_or_else(|e| e.into_inner());
-                let files = book.update(&translation.statuses, &snap);
-                (files, book.not_accepted())
-            };
-            files.apply();
-            let counts = (
-                translation.workloads.len(),
-                translation.services.len(),
-                translation.authorizations.len(),
-            );
-            (state, unchanged, counts, not_accepted, translator, cache)
+            (translation, state, unchanged, translator, cache)
         })
         .await;
-        let (state, unchanged, counts, not_accepted) = match result {
-            Ok((state, unchanged, counts, not_accepted, translator, cache)) => {
+        let (translation, state, unchanged) = match result {
+            Ok((translation, state, unchanged, translator, cache)) => {
                 work = Some((translator, cache));
-                (state, unchanged, counts, not_accepted)
+                (translation, state, unchanged)
             }
             Err(e) => {
                 // A panic in translation is a bug; keep serving the last good state, and start
@@ -255,24 +243,39 @@ async fn translate_loop(
         metrics
             .translate_time
             .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            generation = snapshot.generation,
+            workloads = translation.workloads.len(),
+            services = translation.services.len(),
+            policies = translation.authorizations.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            unchanged,
+            "translated"
+        );
+        // Proxies first; status after.
+        if !unchanged || xds_tx.borrow().generation == 0 {
+            xds_tx.send_replace(Arc::new(state));
+        }
+        let book = status.clone();
+        let snap = snapshot.clone();
+        let statuses = translation.statuses;
+        let not_accepted = tokio::task::spawn_blocking(move || {
+            let (files, not_accepted) = {
+                let mut book = book.lock().unwrap_or_else(|e| e.into_inner());
+                let files = book.update(&statuses, &snap);
+                (files, book.not_accepted())
+            };
+            files.apply();
+            not_accepted
+        })
+        .await
+        .unwrap_or_default();
         metrics.policies_not_accepted.reset();
         for ((kind, reason), n) in not_accepted {
             metrics
                 .policies_not_accepted
                 .with_label_values(&[&kind, &reason])
                 .set(n);
-        }
-        tracing::debug!(
-            generation = snapshot.generation,
-            workloads = counts.0,
-            services = counts.1,
-            policies = counts.2,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            unchanged,
-            "translated"
-        );
-        if !unchanged || xds_tx.borrow().generation == 0 {
-            xds_tx.send_replace(Arc::new(state));
         }
         readiness.send_if_modified(|r| !std::mem::replace(&mut r.config_loaded, true));
         if snapshots.changed().await.is_err() {

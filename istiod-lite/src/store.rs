@@ -174,13 +174,34 @@ pub struct PartContent {
     pub incomplete: bool,
 }
 
+/// The parts that define one key, sorted by part name; almost always exactly one. Objects are
+/// boxed: most claims hold none, and an inline `Object` is as large as its largest kind.
+#[derive(Default)]
+struct Claims(Vec<(Arc<str>, Option<Box<Object>>)>);
+
+impl Claims {
+    fn set(&mut self, part: &Arc<str>, object: Object) {
+        match self
+            .0
+            .binary_search_by(|(p, _)| p.as_ref().cmp(part.as_ref()))
+        {
+            Ok(i) => self.0[i].1 = Some(Box::new(object)),
+            Err(i) => self.0.insert(i, (part.clone(), Some(Box::new(object)))),
+        }
+    }
+
+    fn remove(&mut self, part: &str) {
+        self.0.retain(|(p, _)| p.as_ref() != part);
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     snapshot: Snapshot,
     /// Every part's claim on each key, by part name: the first part wins, so the outcome does
     /// not depend on the order parts were read. The winner's object lives in the snapshot
     /// (`None` here); the others wait here (`Some`) in case the winner lets go of the key.
-    claims: HashMap<ObjectKey, BTreeMap<String, Option<Object>>>,
+    claims: HashMap<ObjectKey, Claims>,
     /// Keys by source part.
     parts: HashMap<String, BTreeSet<ObjectKey>>,
     rejections: BTreeMap<String, Vec<Rejection>>,
@@ -192,14 +213,14 @@ impl Inner {
         let Some(claim) = self.claims.get_mut(key) else {
             return;
         };
-        if claim.is_empty() {
+        if claim.0.is_empty() {
             self.claims.remove(key);
             if next.remove(key) {
                 summary.deleted += 1;
             }
             return;
         }
-        let mut entries = claim.iter_mut();
+        let mut entries = claim.0.iter_mut();
         let Some((_, winner)) = entries.next() else {
             return;
         };
@@ -209,11 +230,11 @@ impl Inner {
         // A previous winner that is now second keeps its object here.
         for (_, other) in entries {
             if other.is_none() {
-                *other = next.get(key);
+                *other = next.get(key).map(Box::new);
             }
         }
         if !next.same_as(&object) {
-            next.insert(object);
+            next.insert(*object);
             summary.upserted += 1;
         }
     }
@@ -261,11 +282,11 @@ impl Store {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<Rejection> = inner.rejections.values().flatten().cloned().collect();
         for (key, claim) in &inner.claims {
-            let mut parts = claim.keys();
+            let mut parts = claim.0.iter().map(|(p, _)| p);
             let Some(winner) = parts.next() else { continue };
             for loser in parts {
                 out.push(Rejection {
-                    source: loser.clone(),
+                    source: loser.to_string(),
                     document: 0,
                     kind: key.kind.to_string(),
                     namespace: key.namespace.clone(),
@@ -291,6 +312,7 @@ impl Store {
         for (part, content) in parts {
             let content = content.unwrap_or_default();
             let previous = inner.parts.remove(&part).unwrap_or_default();
+            let part_name: Arc<str> = Arc::from(part.as_str());
             let mut now = BTreeSet::new();
             for object in content.objects {
                 let key = object.key();
@@ -298,7 +320,7 @@ impl Store {
                     .claims
                     .entry(key.clone())
                     .or_default()
-                    .insert(part.clone(), Some(object));
+                    .set(&part_name, object);
                 touched.insert(key.clone());
                 now.insert(key);
             }
@@ -345,7 +367,7 @@ impl Store {
             .claims
             .entry(key.clone())
             .or_default()
-            .insert(source.to_string(), Some(object));
+            .set(&Arc::from(source), object);
         inner
             .parts
             .entry(source.to_string())

@@ -139,8 +139,9 @@ pub struct XdsState {
     /// Per type: the encoded response carrying the whole set (made once, on first use).
     full: HashMap<&'static str, OnceLock<Bytes>>,
     /// Address aliases `<network>/<ip>` -> the resource name (workload UID or service name),
-    /// for clients that look addresses up by IP.
-    aliases: HashMap<String, String>,
+    /// for clients that look addresses up by IP; built on first use (only on-demand clients
+    /// need it).
+    aliases: OnceLock<HashMap<String, String>>,
 }
 
 impl XdsState {
@@ -157,13 +158,21 @@ impl XdsState {
             sets,
             deltas,
             full,
-            aliases: HashMap::new(),
+            aliases: OnceLock::new(),
         }
     }
 
     /// The resource an alias (`<network>/<ip>`) names.
     pub fn alias(&self, name: &str) -> Option<&str> {
-        self.aliases.get(name).map(String::as_str)
+        self.aliases
+            .get_or_init(|| {
+                self.sets
+                    .get(ADDRESS_TYPE_URL)
+                    .map(|s| aliases(s))
+                    .unwrap_or_default()
+            })
+            .get(name)
+            .map(String::as_str)
     }
 
     pub fn empty() -> XdsState {
@@ -349,9 +358,7 @@ pub fn build_state(
         deltas.insert(type_url, step);
         sets.insert(type_url, new);
     }
-    let mut state = XdsState::new(generation, changed_at, sets, deltas);
-    state.aliases = aliases(translation);
-    state
+    XdsState::new(generation, changed_at, sets, deltas)
 }
 
 fn ip_text(bytes: &[u8]) -> Option<String> {
@@ -366,17 +373,30 @@ fn ip_text(bytes: &[u8]) -> Option<String> {
     }
 }
 
-fn aliases(translation: &Translation) -> HashMap<String, String> {
+/// `<network>/<ip>` of every workload and service address, read back from the encoded set.
+fn aliases(set: &ResourceSet) -> HashMap<String, String> {
+    use mesh_core::proto::istio::workload::{address::Type, Address};
     let mut out = HashMap::new();
-    for (uid, w) in &translation.workloads {
-        for ip in w.addresses.iter().filter_map(|a| ip_text(a)) {
-            out.insert(format!("{}/{ip}", w.network), uid.clone());
-        }
-    }
-    for (name, s) in &translation.services {
-        for a in &s.addresses {
-            if let Some(ip) = ip_text(&a.address) {
-                out.insert(format!("{}/{ip}", a.network), name.clone());
+    for (name, entry) in &set.entries {
+        let Ok(addr) = Address::decode(&entry.body[..]) else {
+            continue;
+        };
+        let pairs: Vec<(String, Vec<u8>)> = match addr.r#type {
+            Some(Type::Workload(w)) => w
+                .addresses
+                .into_iter()
+                .map(|a| (w.network.clone(), a))
+                .collect(),
+            Some(Type::Service(s)) => s
+                .addresses
+                .into_iter()
+                .map(|a| (a.network, a.address))
+                .collect(),
+            None => continue,
+        };
+        for (network, ip) in pairs {
+            if let Some(ip) = ip_text(&ip) {
+                out.insert(format!("{network}/{ip}"), name.clone());
             }
         }
     }
