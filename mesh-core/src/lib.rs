@@ -3,8 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod hbone;
 pub mod identity;
 pub mod k8s;
+pub mod mtls;
 pub mod proto;
 pub mod tls;
 

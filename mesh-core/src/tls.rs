@@ -21,6 +21,8 @@ pub enum TlsError {
     },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The crypto provider: ring, restricted to the TLS 1.3 AES-GCM suites.

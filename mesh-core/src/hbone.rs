@@ -1,0 +1,342 @@
+//! HBONE: a TCP connection carried as one HTTP/2 CONNECT stream inside mutual TLS, port 15008
+//! (istio-wire-facts.md 1.2-1.4). Many streams share one TLS connection.
+//!
+//! * [`serve`] runs the server side of one TLS connection: every CONNECT stream goes to a
+//!   handler that either opens the upstream (the stream is answered 200 and bytes are spliced)
+//!   or names the status to refuse with (400 bad request, 401 denied, 503 no upstream).
+//! * [`Connection`] is the client side: one TLS+h2 connection on which [`Connection::connect`]
+//!   opens tunnels; anything but 200 fails the tunnel.
+//! * [`H2Stream`] turns a CONNECT stream into `AsyncRead + AsyncWrite`. A TCP half-close is
+//!   END_STREAM; a stream reset with NO_ERROR or CANCEL reads as end of stream.
+//!
+//! HTTP/2 settings are Istio's: 4 MiB stream window, 16 MiB connection window, 1 MiB frames;
+//! the server allows 200 concurrent streams.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use h2::{RecvStream, SendStream};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+pub const HBONE_PORT: u16 = 15008;
+const STREAM_WINDOW: u32 = 4 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+const FRAME_SIZE: u32 = 1 << 20;
+/// Largest DATA chunk one write sends.
+const WRITE_CHUNK: usize = 64 << 10;
+/// Every data-plane dial gives up after this (Istio's value).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HboneError {
+    #[error("TCP connect to {0} failed: {1}")]
+    Tcp(SocketAddr, io::Error),
+    #[error("TCP connect to {0} timed out (is something blocking HBONE port 15008?)")]
+    Timeout(SocketAddr),
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(SocketAddr, io::Error),
+    #[error("HTTP/2: {0}")]
+    H2(#[from] h2::Error),
+    #[error("the tunnel was refused with HTTP {0}")]
+    Status(StatusCode),
+    #[error("bad CONNECT authority {0:?}")]
+    Authority(String),
+}
+
+fn server_builder() -> h2::server::Builder {
+    let mut b = h2::server::Builder::new();
+    b.initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(FRAME_SIZE)
+        .max_concurrent_streams(200)
+        .max_header_list_size(64 << 10)
+        .max_send_buffer_size(400 << 10);
+    b
+}
+
+fn client_builder() -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(FRAME_SIZE)
+        .initial_max_send_streams(100)
+        .max_header_list_size(16 << 10)
+        .max_send_buffer_size(STREAM_WINDOW as usize)
+        .enable_push(false);
+    b
+}
+
+/// A CONNECT stream as a byte stream.
+pub struct H2Stream {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    /// Received data not yet read.
+    pending: Bytes,
+    read_eof: bool,
+    write_closed: bool,
+}
+
+impl H2Stream {
+    fn new(send: SendStream<Bytes>, recv: RecvStream) -> Self {
+        H2Stream {
+            send,
+            recv,
+            pending: Bytes::new(),
+            read_eof: false,
+            write_closed: false,
+        }
+    }
+}
+
+fn h2_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        e.into_io()
+            .unwrap_or_else(|| io::Error::other("HTTP/2 I/O error"))
+    } else {
+        io::Error::other(e)
+    }
+}
+
+/// A reset that only says "stop", not "failed".
+fn is_graceful_reset(e: &h2::Error) -> bool {
+    matches!(
+        e.reason(),
+        Some(h2::Reason::NO_ERROR) | Some(h2::Reason::CANCEL)
+    )
+}
+
+impl AsyncRead for H2Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                buf.put_slice(&self.pending[..n]);
+                self.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if self.read_eof {
+                return Poll::Ready(Ok(()));
+            }
+            match self.recv.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => self.read_eof = true,
+                Poll::Ready(Some(Ok(data))) => {
+                    // Give the window back as soon as the bytes are ours.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.pending = data;
+                }
+                Poll::Ready(Some(Err(e))) if is_graceful_reset(&e) => self.read_eof = true,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_io(e))),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for H2Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        self.send.reserve_capacity(buf.len().min(WRITE_CHUNK));
+        match self.send.poll_capacity(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Err(h2_io(e))),
+            Poll::Ready(Some(Ok(n))) => {
+                let n = n.min(buf.len());
+                match self
+                    .send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                {
+                    Ok(()) => Poll::Ready(Ok(n)),
+                    Err(e) => Poll::Ready(Err(h2_io(e))),
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // h2 sends buffered data as the connection task runs; there is nothing to push here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.write_closed {
+            self.write_closed = true;
+            // END_STREAM: the peer sees our half-close.
+            if let Err(e) = self.send.send_data(Bytes::new(), true) {
+                if !is_graceful_reset(&e) {
+                    return Poll::Ready(Err(h2_io(e)));
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What a server learns from one CONNECT request.
+#[derive(Debug)]
+pub struct ConnectRequest {
+    /// `:authority`: the address (or `host:port`) the client wants.
+    pub authority: String,
+    pub headers: HeaderMap,
+}
+
+/// Serves one (already TLS-accepted) HBONE connection until the client closes it. Each
+/// CONNECT stream is handled on its own task: `handler` opens the upstream, or returns the
+/// status to refuse with.
+pub async fn serve<S, F, Fut, U>(io: S, handler: F) -> Result<(), h2::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(ConnectRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<U, StatusCode>> + Send + 'static,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let mut conn = server_builder().handshake(io).await?;
+    while let Some(next) = conn.accept().await {
+        let (req, respond) = next?;
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_stream(req, respond, handler).await {
+                tracing::debug!(error = %e, "HBONE stream ended with an error");
+            }
+        });
+    }
+    Ok(())
+}
+
+fn status_only(status: StatusCode) -> Response<()> {
+    let mut r = Response::new(());
+    *r.status_mut() = status;
+    r
+}
+
+async fn serve_stream<F, Fut, U>(
+    req: Request<RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    handler: Arc<F>,
+) -> io::Result<()>
+where
+    F: Fn(ConnectRequest) -> Fut,
+    Fut: Future<Output = Result<U, StatusCode>>,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let authority = req.uri().authority().map(|a| a.to_string());
+    let (authority, status) = match (req.method(), authority) {
+        (&Method::CONNECT, Some(a)) => (a, None),
+        _ => (String::new(), Some(StatusCode::BAD_REQUEST)),
+    };
+    if let Some(status) = status {
+        let _ = respond.send_response(status_only(status), true);
+        return Ok(());
+    }
+    let (parts, body) = req.into_parts();
+    let connect = ConnectRequest {
+        authority,
+        headers: parts.headers,
+    };
+    let mut upstream = match handler(connect).await {
+        Ok(u) => u,
+        Err(status) => {
+            let _ = respond.send_response(status_only(status), true);
+            return Ok(());
+        }
+    };
+    let send = respond
+        .send_response(status_only(StatusCode::OK), false)
+        .map_err(h2_io)?;
+    let mut stream = H2Stream::new(send, body);
+    tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?;
+    Ok(())
+}
+
+/// TCP connect (with [`CONNECT_TIMEOUT`]) and TLS handshake to an HBONE peer.
+pub async fn connect_tls(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<TlsStream<TcpStream>, HboneError> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| HboneError::Timeout(addr))?
+        .map_err(|e| HboneError::Tcp(addr, e))?;
+    tls_over(tcp, addr, config).await
+}
+
+/// TLS handshake over an already connected socket (e.g. one made inside a pod's netns).
+pub async fn tls_over(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<TlsStream<TcpStream>, HboneError> {
+    let _ = tcp.set_nodelay(true);
+    TlsConnector::from(config)
+        .connect(crate::mtls::no_server_name(), tcp)
+        .await
+        .map_err(|e| HboneError::Tls(addr, e))
+}
+
+/// The client side of one HBONE connection.
+#[derive(Clone)]
+pub struct Connection {
+    send: h2::client::SendRequest<Bytes>,
+}
+
+impl Connection {
+    /// Runs the HTTP/2 handshake over a TLS stream; the connection is driven by a task that
+    /// ends when the connection does.
+    pub async fn open<S>(io: S) -> Result<Connection, HboneError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (send, conn) = client_builder().handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HBONE connection ended with an error");
+            }
+        });
+        Ok(Connection { send })
+    }
+
+    /// Opens a tunnel to `authority` (`ip:port`, IPv6 in brackets). Anything but 200 fails.
+    pub async fn connect(
+        &self,
+        authority: &str,
+        headers: HeaderMap,
+    ) -> Result<H2Stream, HboneError> {
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .uri(authority)
+            .body(())
+            .map_err(|_| HboneError::Authority(authority.to_string()))?;
+        *req.headers_mut() = headers;
+        let mut send = self.send.clone().ready().await?;
+        let (response, stream) = send.send_request(req, false)?;
+        let response = response.await?;
+        if response.status() != StatusCode::OK {
+            return Err(HboneError::Status(response.status()));
+        }
+        Ok(H2Stream::new(stream, response.into_body()))
+    }
+}

@@ -1,0 +1,264 @@
+//! HBONE over real sockets on loopback: mutual TLS with SPIFFE identities, CONNECT tunnels,
+//! refusals, and what a wrong or foreign identity gets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use mesh_core::hbone::{self, Connection, HboneError};
+use mesh_core::identity::Identity;
+use mesh_core::mtls::{identity_of, WorkloadCertificate};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    root_pem: String,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            root_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn issue(&self, id: &str) -> WorkloadCertificate {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = vec![SanType::URI(id.to_string().try_into().unwrap())];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        WorkloadCertificate::from_pem(
+            &[cert.pem(), self.root_pem.clone()],
+            &key.serialize_pem(),
+            &id.parse().unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+const A: &str = "spiffe://cluster.local/ns/demo/sa/client";
+const B: &str = "spiffe://cluster.local/ns/demo/sa/server";
+
+/// An upstream that echoes everything until EOF.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An HBONE server as `cert`, reporting (peer identity, authority) of each stream. Authorities
+/// on port 9999 are refused with 401; upstreams that do not answer give 503.
+async fn hbone_server(
+    cert: &WorkloadCertificate,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<(Option<Identity>, String)>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(cert.server_config().unwrap()));
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let peer = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(identity_of);
+                let _ = hbone::serve(tls, move |req: hbone::ConnectRequest| {
+                    let _ = tx.send((peer.clone(), req.authority.clone()));
+                    async move {
+                        let target: SocketAddr =
+                            req.authority.parse().map_err(|_| StatusCode::BAD_REQUEST)?;
+                        if target.port() == 9999 {
+                            return Err(StatusCode::UNAUTHORIZED);
+                        }
+                        TcpStream::connect(target)
+                            .await
+                            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+                    }
+                })
+                .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn client(
+    cert: &WorkloadCertificate,
+    server: SocketAddr,
+    expect: &str,
+) -> Result<Connection, HboneError> {
+    let config = Arc::new(cert.client_config(vec![expect.parse().unwrap()]).unwrap());
+    let tls = hbone::connect_tls(server, config).await?;
+    Connection::open(tls).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_carries_bytes_both_ways_and_the_server_sees_the_client_identity() {
+    let ca = TestCa::new();
+    let (server, mut seen) = hbone_server(&ca.issue(B)).await;
+    let echo = echo_server().await;
+    let conn = client(&ca.issue(A), server, B).await.unwrap();
+
+    let mut tunnel = conn
+        .connect(&echo.to_string(), HeaderMap::new())
+        .await
+        .unwrap();
+    // More than the 4 MiB stream window, so flow control has to work both ways.
+    let payload: Vec<u8> = (0..9 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let (mut r, mut w) = tokio::io::split(&mut tunnel);
+    let sent = payload.clone();
+    let writer = async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let reader = async move {
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await.unwrap();
+        back
+    };
+    let (_, back) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(writer, reader)
+    })
+    .await
+    .expect("the echo must complete");
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "echoed bytes differ");
+
+    let (peer, authority) = seen.recv().await.unwrap();
+    assert_eq!(peer, Some(A.parse().unwrap()));
+    assert_eq!(authority, echo.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tunnels_share_one_connection() {
+    let ca = TestCa::new();
+    let (server, _seen) = hbone_server(&ca.issue(B)).await;
+    let echo = echo_server().await;
+    let conn = client(&ca.issue(A), server, B).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20u8 {
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = conn
+                .connect(&echo.to_string(), HeaderMap::new())
+                .await
+                .unwrap();
+            let msg = vec![i; 1000];
+            t.write_all(&msg).await.unwrap();
+            t.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            t.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back, msg);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_their_status() {
+    let ca = TestCa::new();
+    let (server, _seen) = hbone_server(&ca.issue(B)).await;
+    let conn = client(&ca.issue(A), server, B).await.unwrap();
+    match conn.connect("127.0.0.1:9999", HeaderMap::new()).await {
+        Err(HboneError::Status(s)) => assert_eq!(s, StatusCode::UNAUTHORIZED),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    // A port nothing listens on: the server cannot open the upstream.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    match conn.connect(&closed.to_string(), HeaderMap::new()).await {
+        Err(HboneError::Status(s)) => assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE),
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_an_unexpected_identity_is_refused() {
+    let ca = TestCa::new();
+    let (server, _seen) = hbone_server(&ca.issue(B)).await;
+    let other = "spiffe://cluster.local/ns/demo/sa/someone-else";
+    let err = client(&ca.issue(A), server, other)
+        .await
+        .err()
+        .expect("must fail");
+    assert!(matches!(err, HboneError::Tls(..)), "{err}");
+    assert!(err.to_string().contains("none of the expected"), "{err}");
+}
+
+/// The client side of a handshake the server refuses may only notice at the first use.
+async fn refused(ca_for_client: &TestCa, client_id: &str, server: SocketAddr) -> bool {
+    let Ok(conn) = client(&ca_for_client.issue(client_id), server, B).await else {
+        return true;
+    };
+    let echo = echo_server().await;
+    conn.connect(&echo.to_string(), HeaderMap::new())
+        .await
+        .is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_from_other_roots_or_trust_domains_are_refused() {
+    let ca = TestCa::new();
+    let (server, mut seen) = hbone_server(&ca.issue(B)).await;
+    // Signed by a CA the server does not trust.
+    assert!(refused(&TestCa::new(), A, server).await);
+    // Signed by the right CA, but in another trust domain.
+    assert!(refused(&ca, "spiffe://evil.example/ns/demo/sa/client", server).await);
+    assert!(seen.try_recv().is_err(), "no stream may reach the handler");
+}
