@@ -53,6 +53,16 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// Stops every task and waits until they are gone, so the ports are free on return.
+    pub async fn shutdown(mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
     /// Resolves when any task ends (none should while serving).
     pub async fn wait(&mut self) -> anyhow::Result<()> {
         let (result, index, _) = futures::future::select_all(self.tasks.iter_mut()).await;
@@ -146,7 +156,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding the xDS port {}", config.xds_addr))?;
     let xds_addr = listener.local_addr()?;
-    let incoming = crate::grpc_tls::incoming(listener, Arc::new(tls));
+    let (incoming, accept_task) = crate::grpc_tls::incoming(listener, Arc::new(tls));
+    tasks.push(accept_task);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))

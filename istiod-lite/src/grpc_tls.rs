@@ -69,16 +69,24 @@ impl AsyncWrite for TlsConn {
 }
 
 /// Accepts TLS connections on `listener` and yields them as a stream for
-/// `serve_with_incoming`.
+/// `serve_with_incoming`. The accept task (returned, so its owner can stop it) also ends,
+/// closing the listener, when the stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
-) -> ReceiverStream<std::io::Result<TlsConn>> {
+) -> (
+    ReceiverStream<std::io::Result<TlsConn>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => break,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and the like: back off instead of spinning.
@@ -99,10 +107,7 @@ pub fn incoming(
                     Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
                 }
             });
-            if tx.is_closed() {
-                break;
-            }
         }
     });
-    ReceiverStream::new(rx)
+    (ReceiverStream::new(rx), task)
 }

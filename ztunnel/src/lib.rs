@@ -1,6 +1,9 @@
-//! ztunnel: the node proxy. This crate is being built up; today it holds the L4 authorization
-//! engine (`rbac`) with Istio's semantics. Capture, HBONE and the xDS client follow.
+//! ztunnel: the node proxy. Being built up: today it holds the L4 authorization engine
+//! (`rbac`), the config state (`state`) and the xDS client that keeps it (`xds`). Capture, the
+//! identity manager and the HBONE proxies follow.
 
 #![forbid(unsafe_code)]
 
 pub mod rbac;
+pub mod state;
+pub mod xds;
