@@ -136,32 +136,32 @@ impl IdentityManager {
         self: &Arc<Self>,
         id: &Identity,
     ) -> Result<Arc<WorkloadCertificate>, IdentityError> {
-        let mut rx = {
+        // Either wait on the slot someone else is filling, or create it and fill it.
+        let existing = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             match slots.get(id) {
-                Some(slot) => slot.cert.subscribe(),
+                Some(slot) => Some(slot.cert.subscribe()),
                 None => {
                     let (tx, _) = watch::channel(None);
-                    slots.insert(
-                        id.clone(),
-                        Slot {
-                            cert: tx,
-                            renewal: None,
-                        },
-                    );
-                    drop(slots);
-                    // The first caller fetches; later callers wait on the watch.
-                    let cert = Arc::new(request(&self.config, id).await.inspect_err(|_| {
-                        self.slots
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(id);
-                    })?);
-                    tracing::info!(identity = %id, expires = ?cert.not_after, "certificate issued");
-                    self.install(id, cert.clone());
-                    return Ok(cert);
+                    let slot = Slot {
+                        cert: tx,
+                        renewal: None,
+                    };
+                    slots.insert(id.clone(), slot);
+                    None
                 }
             }
+        };
+        let Some(mut rx) = existing else {
+            let cert = Arc::new(request(&self.config, id).await.inspect_err(|_| {
+                self.slots
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+            })?);
+            tracing::info!(identity = %id, expires = ?cert.not_after, "certificate issued");
+            self.install(id, cert.clone());
+            return Ok(cert);
         };
         let failed =
             || IdentityError::Connect(self.config.address.clone(), "the first fetch failed".into());
