@@ -1,10 +1,14 @@
-//! ztunnel: the node proxy. Being built up: today it holds the L4 authorization engine
-//! (`rbac`), the certificates of local identities (`identity`), the config state (`state`) and the xDS client that keeps it (`xds`). Capture and the HBONE
-//! proxies follow.
+//! ztunnel: the node proxy. Being built up, in the shape of Istio's: `state` (the one source
+//! of truth, written by `xds`, read by the proxies), `identity` (certificates of local
+//! workloads), `rbac` (L4 authorization), and the decisions of the data path, `inbound`
+//! (admitting HBONE streams) and `outbound` (routing captured connections). The listeners
+//! inside pod network namespaces, eBPF capture and metrics come next.
 
 #![forbid(unsafe_code)]
 
 pub mod identity;
+pub mod inbound;
+pub mod outbound;
 pub mod rbac;
 pub mod state;
 pub mod xds;
