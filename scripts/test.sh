@@ -10,6 +10,24 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# System packages: clang and libbpf's headers build the eBPF program (bpf/); iproute2 and python3
+# drive the capture test. Installed with apt when missing (as root), else we say what to install.
+need_pkgs=()
+command -v clang >/dev/null || need_pkgs+=(clang)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
+[ -f /usr/include/linux/bpf.h ] || need_pkgs+=(linux-libc-dev)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing ${need_pkgs[*]} (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "missing system packages: ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]}) and run again" >&2
+    exit 1
+  fi
+fi
+
 echo "== build"
 cargo build --workspace --all-targets --locked
 
@@ -29,3 +47,12 @@ fi
 
 echo "== tests"
 cargo test --workspace --locked
+
+# The capture test needs root: it creates network namespaces, routing rules and bpffs pins
+# (and removes them, by exact name, even when it fails).
+if [ "$(id -u)" = 0 ]; then
+  echo "== eBPF capture end to end (root)"
+  bash bpf/scripts/e2e.sh
+else
+  echo "== not root: skipping the eBPF capture test (bpf/scripts/e2e.sh)"
+fi
