@@ -53,6 +53,8 @@ cargo test --workspace --locked
 if [ "$(id -u)" = 0 ]; then
   echo "== eBPF capture end to end (root)"
   bash bpf/scripts/e2e.sh
+  echo "== ztunnel data path end to end: capture + HBONE + authorization (root)"
+  bash ztunnel/scripts/e2e.sh
 else
   echo "== not root: skipping the eBPF capture test (bpf/scripts/e2e.sh)"
 fi

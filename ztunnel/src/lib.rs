@@ -8,6 +8,7 @@
 
 pub mod identity;
 pub mod inbound;
+pub mod inpod;
 pub mod outbound;
 pub mod rbac;
 pub mod state;

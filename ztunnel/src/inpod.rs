@@ -1,0 +1,376 @@
+//! The proxy of one enrolled pod, living in the pod's network namespace (design (a) of
+//! ebpf-capture-prototype.md): ztunnel creates its listeners inside the pod netns (on a thread
+//! that entered it), puts 15001/15006 into the pod's pinned SOCKMAP, and serves
+//!
+//! * 15001 (outbound): the original destination is the accepted socket's local address; the
+//!   route comes from [`crate::outbound::route`]; HBONE to the peer with the pod's certificate
+//!   and the expected identities, or plain TCP for destinations outside the mesh;
+//! * 15008 (HBONE in): mTLS with the pod's certificate, each CONNECT admitted by
+//!   [`crate::inbound::admit`], then a connection to the app that keeps the client's IP as
+//!   source (`IP_TRANSPARENT`);
+//! * 15006 (plaintext in): authorized without an identity (so STRICT refuses it), then the same.
+//!
+//! Every socket ztunnel makes for the pod is created inside the pod netns and marked
+//! [`PROXY_MARK`], so the pod's routing lets it out instead of capturing it again.
+//! Not yet: connection pooling (each outbound connection opens its own HBONE connection),
+//! re-checking open connections when policy changes, metrics.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use http::HeaderMap;
+use mesh_bpf::listener::{bind_capture_listener, PROXY_MARK};
+use mesh_bpf::{PinDir, ProxySockets, SockSlot};
+use mesh_core::hbone;
+use mesh_core::identity::Identity;
+use mesh_core::mtls::identity_of;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::identity::IdentityManager;
+use crate::inbound::admit;
+use crate::outbound::{route, Route};
+use crate::state::State;
+
+/// What every pod proxy shares.
+pub struct Shared {
+    pub state: Arc<RwLock<State>>,
+    pub identities: Arc<IdentityManager>,
+    pub counters: Counters,
+}
+
+/// Connection counts, by what happened (until the Prometheus metrics exist).
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub outbound_hbone: AtomicU64,
+    pub outbound_passthrough: AtomicU64,
+    pub outbound_failed: AtomicU64,
+    pub inbound_hbone: AtomicU64,
+    pub inbound_plaintext: AtomicU64,
+    pub inbound_denied: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("workload {0} is not known (yet) to this ztunnel")]
+    UnknownWorkload(String),
+    #[error("workload {0} has no IPv4 address")]
+    NoAddress(String),
+    #[error("capture: {0}")]
+    Capture(#[from] mesh_bpf::Error),
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A pod being served; dropping it stops its listeners (the capture then fails closed).
+pub struct PodProxy {
+    pub uid: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PodProxy {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Pod {
+    uid: String,
+    ip: Ipv4Addr,
+    identity: Identity,
+    netns: Arc<PathBuf>,
+}
+
+/// Starts serving the pod `uid` whose netns is `netns` and whose capture is pinned at `pins`.
+pub fn start(
+    shared: Arc<Shared>,
+    uid: &str,
+    netns: &Path,
+    pins: &PinDir,
+) -> Result<PodProxy, PodError> {
+    let workload = shared
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .workload(uid)
+        .ok_or_else(|| PodError::UnknownWorkload(uid.to_string()))?;
+    let ip = workload
+        .ips
+        .iter()
+        .find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| PodError::NoAddress(uid.to_string()))?;
+    let (outbound, inbound, hbone) = mesh_bpf::netns::run_in(netns, || -> std::io::Result<_> {
+        let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+        Ok((
+            bind_capture_listener(any(15001))?,
+            bind_capture_listener(any(15006))?,
+            bind_capture_listener(SocketAddrV4::new(ip, hbone::HBONE_PORT))?,
+        ))
+    })??;
+    let mut socks = ProxySockets::open(pins)?;
+    socks.set(SockSlot::Outbound, &outbound)?;
+    socks.set(SockSlot::Inbound, &inbound)?;
+    let pod = Pod {
+        uid: uid.to_string(),
+        ip,
+        identity: workload.identity.clone(),
+        netns: Arc::new(netns.to_path_buf()),
+    };
+    let mut tasks = Vec::new();
+    for (listener, kind) in [
+        (outbound, Kind::Outbound),
+        (inbound, Kind::Plaintext),
+        (hbone, Kind::Hbone),
+    ] {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            kind,
+            pod.clone(),
+            shared.clone(),
+        )));
+    }
+    tracing::info!(pod = %uid, ip = %ip, identity = %pod.identity, "pod proxy started");
+    Ok(PodProxy {
+        uid: uid.to_string(),
+        tasks,
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Outbound,
+    Plaintext,
+    Hbone,
+}
+
+async fn accept_loop(listener: TcpListener, kind: Kind, pod: Pod, shared: Arc<Shared>) {
+    loop {
+        let (conn, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(pod = %pod.uid, ?kind, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = conn.set_nodelay(true);
+        let (pod, shared) = (pod.clone(), shared.clone());
+        tokio::spawn(async move {
+            let result = match kind {
+                Kind::Outbound => outbound(&shared, &pod, conn, peer).await,
+                Kind::Plaintext => plaintext(&shared, &pod, conn, peer).await,
+                Kind::Hbone => hbone_in(&shared, &pod, conn, peer).await,
+            };
+            if let Err(e) = result {
+                tracing::info!(pod = %pod.uid, ?kind, %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// A TCP connection made from inside the pod netns, marked as ztunnel's own, optionally from a
+/// source address that is not local (the original client's, with `IP_TRANSPARENT`).
+async fn dial(
+    netns: &Path,
+    target: SocketAddr,
+    source: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let socket = mesh_bpf::netns::run_in(netns, || -> std::io::Result<Socket> {
+        let s = Socket::new(
+            Domain::for_address(target),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        s.set_mark(PROXY_MARK)?;
+        s.set_nonblocking(true)?;
+        if let Some(src) = source {
+            s.set_ip_transparent_v4(true)?;
+            s.bind(&SocketAddr::new(src, 0).into())?;
+        }
+        Ok(s)
+    })
+    .map_err(std::io::Error::other)??;
+    let socket = TcpSocket::from_std_stream(socket.into());
+    let stream = tokio::time::timeout(hbone::CONNECT_TIMEOUT, socket.connect(target))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect to {target} timed out"),
+            )
+        })??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn outbound(
+    shared: &Arc<Shared>,
+    pod: &Pod,
+    mut downstream: TcpStream,
+    peer: SocketAddr,
+) -> anyhow::Result<()> {
+    // The capture hands over the connection with its original destination as local address.
+    let original = downstream.local_addr()?;
+    let decision = {
+        let st = shared.state.read().unwrap_or_else(|e| e.into_inner());
+        let source = st
+            .workload(&pod.uid)
+            .ok_or_else(|| anyhow::anyhow!("source workload {} is gone", pod.uid))?;
+        route(&st, &source, original, &mut |n| rand_index(n))
+    };
+    match decision {
+        Route::Hbone {
+            next_hop,
+            authority,
+            identities,
+            ..
+        } => {
+            let cert = shared.identities.certificate(&pod.identity).await?;
+            let config = Arc::new(cert.client_config(identities)?);
+            let tcp = dial(&pod.netns, next_hop, None).await.inspect_err(|_| {
+                shared
+                    .counters
+                    .outbound_failed
+                    .fetch_add(1, Ordering::Relaxed);
+            })?;
+            let tls = hbone::tls_over(tcp, next_hop, config).await?;
+            let conn = hbone::Connection::open(tls).await?;
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = format!("for=\"{peer}\"").parse() {
+                headers.insert("forwarded", v);
+            }
+            let mut tunnel = conn
+                .connect(&authority.to_string(), headers)
+                .await
+                .inspect_err(|_| {
+                    shared
+                        .counters
+                        .outbound_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                })?;
+            shared
+                .counters
+                .outbound_hbone
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "access", direction = "outbound", src.addr = %peer, dst.addr = %next_hop,
+                dst.hbone_addr = %authority, src.identity = %pod.identity, "connection opened");
+            tokio::io::copy_bidirectional(&mut downstream, &mut tunnel).await?;
+        }
+        Route::Passthrough { target } => {
+            let mut upstream = dial(&pod.netns, target, None).await?;
+            shared
+                .counters
+                .outbound_passthrough
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await?;
+        }
+        Route::Refused(reason) => {
+            shared
+                .counters
+                .outbound_failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(pod = %pod.uid, %original, %reason, "outbound connection refused");
+        }
+    }
+    Ok(())
+}
+
+async fn hbone_in(
+    shared: &Arc<Shared>,
+    pod: &Pod,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> anyhow::Result<()> {
+    let cert = shared.identities.certificate(&pod.identity).await?;
+    let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()?));
+    let tls = acceptor.accept(tcp).await?;
+    let peer_id = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(identity_of);
+    let shared = shared.clone();
+    let pod = pod.clone();
+    hbone::serve(tls, move |req| {
+        let decision = admit(&shared.state, &req.authority, IpAddr::V4(pod.ip), peer_id.as_ref(), peer.ip());
+        let (shared, pod, peer_id) = (shared.clone(), pod.clone(), peer_id.clone());
+        async move {
+            match decision {
+                Ok(admitted) => {
+                    let up = dial(&pod.netns, admitted.upstream, Some(peer.ip())).await.map_err(|e| {
+                        tracing::warn!(pod = %pod.uid, upstream = %admitted.upstream, error = %e, "upstream connect failed");
+                        http::StatusCode::SERVICE_UNAVAILABLE
+                    })?;
+                    shared.counters.inbound_hbone.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(target: "access", direction = "inbound", src.addr = %peer,
+                        src.identity = ?peer_id.map(|i| i.to_string()), dst.addr = %admitted.upstream, "connection opened");
+                    Ok(up)
+                }
+                Err(refusal) => {
+                    shared.counters.inbound_denied.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(pod = %pod.uid, src.addr = %peer, status = %refusal.status, policy = ?refusal.policy,
+                        reason = %refusal.reason, "inbound HBONE refused");
+                    Err(refusal.status)
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn plaintext(
+    shared: &Arc<Shared>,
+    pod: &Pod,
+    mut downstream: TcpStream,
+    peer: SocketAddr,
+) -> anyhow::Result<()> {
+    let original = downstream.local_addr()?;
+    match admit(
+        &shared.state,
+        &original.to_string(),
+        IpAddr::V4(pod.ip),
+        None,
+        peer.ip(),
+    ) {
+        Ok(admitted) => {
+            let mut upstream = dial(&pod.netns, admitted.upstream, Some(peer.ip())).await?;
+            shared
+                .counters
+                .inbound_plaintext
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await?;
+        }
+        Err(refusal) => {
+            shared
+                .counters
+                .inbound_denied
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(pod = %pod.uid, src.addr = %peer, status = %refusal.status, policy = ?refusal.policy,
+                reason = %refusal.reason, "inbound plaintext refused");
+        }
+    }
+    Ok(())
+}
+
+/// A uniformly spread choice among `n` endpoints.
+fn rand_index(n: usize) -> usize {
+    if n <= 1 {
+        0
+    } else {
+        rand::random_range(0..n)
+    }
+}
