@@ -6,6 +6,7 @@
 //!   removes those pins again.
 //! * [`proxy_sockets`] reopens a pod's pinned SOCKMAP so the proxy can install its listeners.
 //! * [`netns`] and [`listener`] create those listeners inside the pod netns.
+//! * [`routing`] sets the pod's policy routing the capture depends on.
 //! * [`object`] is the embedded BPF object and the layout it shares with the C source.
 
 pub mod bpffs;
@@ -15,6 +16,7 @@ pub mod netns;
 pub mod object;
 pub mod pod;
 pub mod proxy_sockets;
+pub mod routing;
 
 pub use error::Error;
 pub use object::{Counter, PodConfig, SockSlot};

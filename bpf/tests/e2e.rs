@@ -209,7 +209,7 @@ fn sk_lookup_captures_outbound_and_inbound() {
     assert!(Stats::read(&pins).unwrap().get(Counter::NoSocketPassed) > passed_before);
 
     step("really failing open needs the pref-101 rule removed: pod1 reaches the app again");
-    sh(&["ip", "-n", POD1, "rule", "del", "pref", "101"]);
+    mesh_bpf::routing::release(POD1).unwrap();
     let out = client(POD1, POD2_IP, APP_PORT);
     println!("  client: {out:?}");
     assert!(
@@ -379,46 +379,7 @@ impl Lab {
 
     /// The per-pod rules of design (a); they vanish with the netns.
     fn install_routing(&self, ns: &str, ip: Ipv4Addr) {
-        let ip32 = format!("{ip}/32");
-        sh(&[
-            "ip", "-n", ns, "rule", "add", "pref", "10", "iif", "lo", "to", &ip32, "lookup", "100",
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            ns,
-            "rule",
-            "add",
-            "pref",
-            "100",
-            "fwmark",
-            "0x539/0xfff",
-            "lookup",
-            "main",
-        ]);
-        sh(&[
-            "ip", "-n", ns, "rule", "add", "pref", "101", "iif", "lo", "ipproto", "tcp", "lookup",
-            "100",
-        ]);
-        sh(&[
-            "ip", "-n", ns, "rule", "add", "pref", "200", "lookup", "local",
-        ]);
-        sh(&["ip", "-n", ns, "rule", "del", "pref", "0"]);
-        sh(&[
-            "ip",
-            "-n",
-            ns,
-            "route",
-            "add",
-            "local",
-            "0.0.0.0/0",
-            "dev",
-            "lo",
-            "src",
-            &ip.to_string(),
-            "table",
-            "100",
-        ]);
+        mesh_bpf::routing::install(ns, ip).unwrap();
         println!(
             "  rules:\n{}",
             sh(&["ip", "-n", ns, "rule", "show"]).trim_end()

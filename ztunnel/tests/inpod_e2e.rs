@@ -153,46 +153,7 @@ impl Lab {
 
     /// Capture for one pod: the routing rules of design (a), then the program, fail-closed.
     fn enrol(&self, ns: &str, ip: Ipv4Addr) {
-        let ip32 = format!("{ip}/32");
-        sh(&[
-            "ip", "-n", ns, "rule", "add", "pref", "10", "iif", "lo", "to", &ip32, "lookup", "100",
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            ns,
-            "rule",
-            "add",
-            "pref",
-            "100",
-            "fwmark",
-            "0x539/0xfff",
-            "lookup",
-            "main",
-        ]);
-        sh(&[
-            "ip", "-n", ns, "rule", "add", "pref", "101", "iif", "lo", "ipproto", "tcp", "lookup",
-            "100",
-        ]);
-        sh(&[
-            "ip", "-n", ns, "rule", "add", "pref", "200", "lookup", "local",
-        ]);
-        sh(&["ip", "-n", ns, "rule", "del", "pref", "0"]);
-        sh(&[
-            "ip",
-            "-n",
-            ns,
-            "route",
-            "add",
-            "local",
-            "0.0.0.0/0",
-            "dev",
-            "lo",
-            "src",
-            &ip.to_string(),
-            "table",
-            "100",
-        ]);
+        mesh_bpf::routing::install(ns, ip).unwrap();
         pod::attach(&PodSpec {
             netns: netns(ns),
             pin_dir: pins(ns),
