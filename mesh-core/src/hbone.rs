@@ -340,3 +340,77 @@ impl Connection {
         Ok(H2Stream::new(stream, response.into_body()))
     }
 }
+
+/// Reuse of HBONE connections: one per key (Istio's key is source identity, expected
+/// destination identities, next-hop address and source IP), carrying many tunnels. A dial for
+/// a key happens once even when many tunnels ask at the same time; a connection found closed
+/// is dropped and dialled again.
+pub struct Pool<K> {
+    conns:
+        std::sync::Mutex<std::collections::HashMap<K, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
+}
+
+impl<K> Default for Pool<K> {
+    fn default() -> Self {
+        Pool {
+            conns: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Pool<K> {
+    /// Opens a tunnel to `authority` on the pooled connection of `key`, dialling it with `dial`
+    /// when there is none (or it has closed). Returns the tunnel and whether a new connection
+    /// was dialled.
+    pub async fn connect<F, Fut>(
+        &self,
+        key: &K,
+        authority: &str,
+        headers: HeaderMap,
+        dial: F,
+    ) -> Result<(H2Stream, bool), HboneError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Connection, HboneError>>,
+    {
+        let slot = {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns.entry(key.clone()).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            let conn = conn.clone();
+            drop(guard);
+            match conn.connect(authority, headers.clone()).await {
+                Ok(stream) => return Ok((stream, false)),
+                // Refusals are answers, not a broken connection.
+                Err(e @ HboneError::Status(_)) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "pooled HBONE connection unusable; dialling again");
+                    guard = slot.lock().await;
+                    *guard = None;
+                }
+            }
+        }
+        let conn = match guard.as_ref() {
+            // Someone else dialled while we waited.
+            Some(c) => c.clone(),
+            None => {
+                let c = dial().await?;
+                *guard = Some(c.clone());
+                c
+            }
+        };
+        drop(guard);
+        let stream = conn.connect(authority, headers).await?;
+        Ok((stream, true))
+    }
+
+    /// Drops every pooled connection of `key` (e.g. when its identity's certificate changed).
+    pub fn forget(&self, key: &K) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}

@@ -262,3 +262,48 @@ async fn clients_from_other_roots_or_trust_domains_are_refused() {
     assert!(refused(&ca, "spiffe://evil.example/ns/demo/sa/client", server).await);
     assert!(seen.try_recv().is_err(), "no stream may reach the handler");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_carries_many_tunnels_on_one_connection_until_forgotten() {
+    let ca = TestCa::new();
+    let server_cert = ca.issue(B);
+    let client_cert = ca.issue(A);
+    let echo = echo_server().await;
+    let (server, _seen) = hbone_server(&server_cert).await;
+    let pool: hbone::Pool<&'static str> = hbone::Pool::default();
+    let dials = std::sync::atomic::AtomicUsize::new(0);
+    let dial = || async {
+        dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        client(&client_cert, server, B).await
+    };
+    let mut dialled = Vec::new();
+    for _ in 0..5 {
+        let (mut t, new) = pool
+            .connect(&"key", &echo.to_string(), HeaderMap::new(), dial)
+            .await
+            .unwrap();
+        dialled.push(new);
+        t.write_all(b"x").await.unwrap();
+        t.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        t.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"x");
+    }
+    assert_eq!(dialled, vec![true, false, false, false, false]);
+    assert_eq!(dials.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A refusal does not throw the connection away.
+    assert!(matches!(
+        pool.connect(&"key", "127.0.0.1:9999", HeaderMap::new(), dial)
+            .await,
+        Err(HboneError::Status(StatusCode::UNAUTHORIZED))
+    ));
+    assert_eq!(dials.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Forgotten: the next tunnel dials again.
+    pool.forget(&"key");
+    let (_t, new) = pool
+        .connect(&"key", &echo.to_string(), HeaderMap::new(), dial)
+        .await
+        .unwrap();
+    assert!(new);
+    assert_eq!(dials.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -12,8 +12,8 @@
 //!
 //! Every socket ztunnel makes for the pod is created inside the pod netns and marked
 //! [`PROXY_MARK`], so the pod's routing lets it out instead of capturing it again.
-//! Not yet: connection pooling (each outbound connection opens its own HBONE connection),
-//! re-checking open connections when policy changes, metrics.
+//! HBONE connections are pooled with Istio's key. Not yet: re-checking open connections when
+//! policy changes, metrics.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -41,12 +41,20 @@ pub struct Shared {
     pub state: Arc<RwLock<State>>,
     pub identities: Arc<IdentityManager>,
     pub counters: Counters,
+    pub pool: hbone::Pool<PoolKey>,
 }
+
+/// HBONE connections are shared only between tunnels with the same source identity, expected
+/// destination identities, next hop and source IP (Istio's pool key).
+pub type PoolKey = (Identity, Vec<Identity>, SocketAddr, Ipv4Addr);
 
 /// Connection counts, by what happened (until the Prometheus metrics exist).
 #[derive(Default, Debug)]
 pub struct Counters {
+    /// HBONE tunnels opened.
     pub outbound_hbone: AtomicU64,
+    /// HBONE connections dialled (tunnels share them).
+    pub outbound_hbone_connections: AtomicU64,
     pub outbound_passthrough: AtomicU64,
     pub outbound_failed: AtomicU64,
     pub inbound_hbone: AtomicU64,
@@ -238,21 +246,27 @@ async fn outbound(
             ..
         } => {
             let cert = shared.identities.certificate(&pod.identity).await?;
-            let config = Arc::new(cert.client_config(identities)?);
-            let tcp = dial(&pod.netns, next_hop, None).await.inspect_err(|_| {
-                shared
-                    .counters
-                    .outbound_failed
-                    .fetch_add(1, Ordering::Relaxed);
-            })?;
-            let tls = hbone::tls_over(tcp, next_hop, config).await?;
-            let conn = hbone::Connection::open(tls).await?;
             let mut headers = HeaderMap::new();
             if let Ok(v) = format!("for=\"{peer}\"").parse() {
                 headers.insert("forwarded", v);
             }
-            let mut tunnel = conn
-                .connect(&authority.to_string(), headers)
+            let mut expected = identities.clone();
+            expected.sort();
+            let key: PoolKey = (pod.identity.clone(), expected, next_hop, pod.ip);
+            let dial_conn = || async {
+                let config = Arc::new(
+                    cert.client_config(identities)
+                        .map_err(|e| hbone::HboneError::Tls(next_hop, std::io::Error::other(e)))?,
+                );
+                let tcp = dial(&pod.netns, next_hop, None)
+                    .await
+                    .map_err(|e| hbone::HboneError::Tcp(next_hop, e))?;
+                let tls = hbone::tls_over(tcp, next_hop, config).await?;
+                hbone::Connection::open(tls).await
+            };
+            let (mut tunnel, dialled) = shared
+                .pool
+                .connect(&key, &authority.to_string(), headers, dial_conn)
                 .await
                 .inspect_err(|_| {
                     shared
@@ -260,6 +274,12 @@ async fn outbound(
                         .outbound_failed
                         .fetch_add(1, Ordering::Relaxed);
                 })?;
+            if dialled {
+                shared
+                    .counters
+                    .outbound_hbone_connections
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             shared
                 .counters
                 .outbound_hbone

@@ -268,6 +268,7 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
             ttl: Duration::from_secs(3600),
         }),
         counters: Counters::default(),
+        pool: Default::default(),
     });
     let _p1 = inpod::start(
         shared.clone(),
@@ -302,6 +303,14 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
         "{reply}"
     );
     assert_eq!(shared.counters.outbound_hbone.load(Ordering::Relaxed), 2);
+    // Both tunnels went to the same peer as the same identity: one pooled connection.
+    assert_eq!(
+        shared
+            .counters
+            .outbound_hbone_connections
+            .load(Ordering::Relaxed),
+        1
+    );
 
     // A DENY for the client's identity: the tunnel is refused (401) and the client gets nothing.
     std::fs::write(dir.path().join("config/deny.yaml"), DENY).unwrap();
