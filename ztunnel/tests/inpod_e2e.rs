@@ -68,12 +68,25 @@ spec:
   rules: [{from: [{source: {principals: ["cluster.local/ns/demo/sa/client"]}}]}]
 "#;
 
-/// An unmodified client: connect, print what the server says (or that it said nothing).
+/// An unmodified client: connect, print what the server says (or that it said nothing). With a
+/// third argument its socket carries that mark, which the pod's routing lets out uncaptured:
+/// that is how this test plays a client outside the mesh.
 const CLIENT: &str = r#"
 import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s = socket.socket()
+if len(sys.argv) > 3:
+    s.setsockopt(socket.SOL_SOCKET, 36, int(sys.argv[3], 0))  # SO_MARK
+s.settimeout(5)
+s.connect((sys.argv[1], int(sys.argv[2])))
 data = s.makefile().readline().strip()
 print("REPLY " + (data or "<closed>"))
+"#;
+
+const STRICT: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: demo}
+spec: {mtls: {mode: STRICT}}
 "#;
 
 fn sh(args: &[&str]) -> String {
@@ -99,10 +112,21 @@ fn pins(name: &str) -> PinDir {
 
 /// Runs the client in pod1 (off the async runtime: it blocks).
 async fn client(host: &str, port: u16) -> String {
+    client_with(host, port, &[]).await
+}
+
+/// The client in pod1 as if it were outside the mesh (its packets are not captured).
+async fn plaintext_client(host: &str, port: u16) -> String {
+    client_with(host, port, &["0x539"]).await
+}
+
+async fn client_with(host: &str, port: u16, extra: &[&str]) -> String {
     let (host, port) = (host.to_string(), port.to_string());
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let out = Command::new("ip")
             .args(["netns", "exec", POD1, "python3", "-c", CLIENT, &host, &port])
+            .args(&extra)
             .output()
             .unwrap();
         format!(
@@ -312,6 +336,42 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
         1
     );
 
+    // A client outside the mesh reaches pod2 in plaintext (captured inbound on 15006) while
+    // the namespace is PERMISSIVE, and is refused once it is STRICT; mesh clients still work.
+    let reply = plaintext_client(&POD2_IP.to_string(), 8080).await;
+    println!("plaintext, permissive: {reply}");
+    assert!(
+        reply.starts_with(&format!("REPLY peer={POD1_IP}:")),
+        "{reply}"
+    );
+    assert_eq!(shared.counters.inbound_plaintext.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        shared.counters.outbound_hbone.load(Ordering::Relaxed),
+        2,
+        "not through the tunnel"
+    );
+    std::fs::write(dir.path().join("config/strict.yaml"), STRICT).unwrap();
+    wait_for("STRICT to reach ztunnel", || {
+        let st = state.read().unwrap();
+        st.policies()
+            .any(|p| p.key == "demo/converted_peer_authentication_default")
+            && st.workload("Kubernetes//Pod/demo/server").is_some_and(|w| {
+                w.authorization_policies
+                    .iter()
+                    .any(|k| k.ends_with("converted_peer_authentication_default"))
+            })
+    })
+    .await;
+    let reply = plaintext_client(&POD2_IP.to_string(), 8080).await;
+    println!("plaintext, strict: {reply}");
+    assert!(!reply.contains("peer="), "{reply}");
+    assert_eq!(shared.counters.inbound_denied.load(Ordering::Relaxed), 1);
+    let reply = client(&POD2_IP.to_string(), 8080).await;
+    assert!(
+        reply.starts_with(&format!("REPLY peer={POD1_IP}:")),
+        "mesh client under STRICT: {reply}"
+    );
+
     // A DENY for the client's identity: the tunnel is refused (401) and the client gets nothing.
     std::fs::write(dir.path().join("config/deny.yaml"), DENY).unwrap();
     wait_for("the policy to reach ztunnel", || {
@@ -325,7 +385,7 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
     let reply = client(&POD2_IP.to_string(), 8080).await;
     println!("denied: {reply}");
     assert!(!reply.contains("peer="), "{reply}");
-    assert!(shared.counters.inbound_denied.load(Ordering::Relaxed) >= 1);
+    assert_eq!(shared.counters.inbound_denied.load(Ordering::Relaxed), 2);
 
     xds.abort();
     drop(lab);
