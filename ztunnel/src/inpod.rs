@@ -12,8 +12,8 @@
 //!
 //! Every socket ztunnel makes for the pod is created inside the pod netns and marked
 //! [`PROXY_MARK`], so the pod's routing lets it out instead of capturing it again.
-//! HBONE connections are pooled with Istio's key. Not yet: re-checking open connections when
-//! policy changes, metrics.
+//! HBONE connections are pooled with Istio's key; open inbound connections are authorized
+//! again on every config change (see `connections`). Not yet: metrics.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -28,13 +28,16 @@ use mesh_core::identity::Identity;
 use mesh_core::mtls::identity_of;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::connections::{Admission, Registry};
 use crate::identity::IdentityManager;
 use crate::inbound::admit;
 use crate::outbound::{route, Route};
 use crate::state::State;
+use crate::xds::XdsStatus;
 
 /// What every pod proxy shares.
 pub struct Shared {
@@ -42,6 +45,16 @@ pub struct Shared {
     pub identities: Arc<IdentityManager>,
     pub counters: Counters,
     pub pool: hbone::Pool<PoolKey>,
+    /// Open inbound connections, re-authorized on every config change.
+    pub connections: Arc<Registry>,
+}
+
+/// Re-authorizes open inbound connections whenever the xDS client applied new config.
+pub async fn recheck_on_change(shared: Arc<Shared>, mut status: watch::Receiver<XdsStatus>) {
+    while status.changed().await.is_ok() {
+        let st = shared.state.read().unwrap_or_else(|e| e.into_inner());
+        shared.connections.recheck(&st);
+    }
 }
 
 /// HBONE connections are shared only between tunnels with the same source identity, expected
@@ -334,6 +347,16 @@ async fn hbone_in(
                         tracing::warn!(pod = %pod.uid, upstream = %admitted.upstream, error = %e, "upstream connect failed");
                         http::StatusCode::SERVICE_UNAVAILABLE
                     })?;
+                    let admission = Admission {
+                        pod_uid: pod.uid.clone(),
+                        pod_ip: IpAddr::V4(pod.ip),
+                        peer: peer_id.clone(),
+                        peer_ip: peer.ip(),
+                    };
+                    let up = shared
+                        .connections
+                        .track(up, admission)
+                        .map_err(|_| http::StatusCode::SERVICE_UNAVAILABLE)?;
                     shared.counters.inbound_hbone.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(target: "access", direction = "inbound", src.addr = %peer,
                         src.identity = ?peer_id.map(|i| i.to_string()), dst.addr = %admitted.upstream, "connection opened");
@@ -367,7 +390,14 @@ async fn plaintext(
         peer.ip(),
     ) {
         Ok(admitted) => {
-            let mut upstream = dial(&pod.netns, admitted.upstream, Some(peer.ip())).await?;
+            let upstream = dial(&pod.netns, admitted.upstream, Some(peer.ip())).await?;
+            let admission = Admission {
+                pod_uid: pod.uid.clone(),
+                pod_ip: IpAddr::V4(pod.ip),
+                peer: None,
+                peer_ip: peer.ip(),
+            };
+            let mut upstream = shared.connections.track(upstream, admission)?;
             shared
                 .counters
                 .inbound_plaintext

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod connections;
 pub mod identity;
 pub mod inbound;
 pub mod inpod;

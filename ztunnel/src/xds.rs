@@ -64,6 +64,8 @@ pub struct XdsStatus {
     pub connected: bool,
     /// Streams opened so far.
     pub sessions: u64,
+    /// Responses applied so far: changes whenever the state may have changed.
+    pub applied: u64,
 }
 
 /// Keeps `state` in sync with the control plane, forever.
@@ -164,6 +166,7 @@ async fn session(
     while let Some(resp) = stream.message().await? {
         *backoff = Duration::from_millis(10);
         let errors = apply(state, &resp);
+        status.send_modify(|s| s.applied += 1);
         let nack = if errors.is_empty() {
             None
         } else {

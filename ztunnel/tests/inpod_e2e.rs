@@ -82,6 +82,18 @@ data = s.makefile().readline().strip()
 print("REPLY " + (data or "<closed>"))
 "#;
 
+/// A client that keeps its connection open after the first line and says when it was closed.
+const HOLDER: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=15)
+f = s.makefile()
+first = f.readline().strip()
+print("FIRST " + first, flush=True)
+start = time.time()
+rest = f.readline()
+print("CLOSED after %.1fs" % (time.time() - start) if rest == "" else "DATA " + rest.strip(), flush=True)
+"#;
+
 const STRICT: &str = r#"
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -293,7 +305,9 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
         }),
         counters: Counters::default(),
         pool: Default::default(),
+        connections: Default::default(),
     });
+    let _recheck = tokio::spawn(inpod::recheck_on_change(shared.clone(), status.clone()));
     let _p1 = inpod::start(
         shared.clone(),
         "Kubernetes//Pod/demo/client",
@@ -372,7 +386,39 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
         "mesh client under STRICT: {reply}"
     );
 
-    // A DENY for the client's identity: the tunnel is refused (401) and the client gets nothing.
+    // A connection that is open when a DENY for the client's identity arrives is closed; a new
+    // one is refused (401) and the client gets nothing.
+    let holder = tokio::task::spawn_blocking(|| {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                POD1,
+                "python3",
+                "-c",
+                HOLDER,
+                &POD2_IP.to_string(),
+                "8080",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let first = lines.next().unwrap().unwrap();
+        (child, first, lines)
+    })
+    .await
+    .unwrap();
+    let (mut child, first, mut lines) = holder;
+    assert!(
+        first.starts_with(&format!("FIRST peer={POD1_IP}:")),
+        "{first}"
+    );
+    wait_for("the held connection to be tracked", || {
+        shared.connections.len() == 1
+    })
+    .await;
     std::fs::write(dir.path().join("config/deny.yaml"), DENY).unwrap();
     wait_for("the policy to reach ztunnel", || {
         state
@@ -382,6 +428,19 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
             .any(|p| p.key == "demo/no-client")
     })
     .await;
+    let last = tokio::task::spawn_blocking(move || {
+        let last = lines.next().unwrap().unwrap();
+        let _ = child.wait();
+        last
+    })
+    .await
+    .unwrap();
+    println!("held connection: {last}");
+    assert!(last.starts_with("CLOSED"), "{last}");
+    assert_eq!(
+        shared.connections.closed_by_policy.load(Ordering::Relaxed),
+        1
+    );
     let reply = client(&POD2_IP.to_string(), 8080).await;
     println!("denied: {reply}");
     assert!(!reply.contains("peer="), "{reply}");
