@@ -106,6 +106,8 @@ impl Registry {
             {
                 tracing::warn!(pod = %e.pod_uid, src.addr = %e.peer_ip, src.identity = ?e.peer.as_ref().map(|i| i.to_string()),
                     dst.addr = %e.upstream, policy = ?policy, %reason, "connection closed due to policy change");
+                // Counted before the close is visible to anyone.
+                self.closed_by_policy.fetch_add(1, Ordering::Relaxed);
                 let _ = e.socket.shutdown(Shutdown::Both);
                 denied.push(*id);
             }
@@ -113,8 +115,6 @@ impl Registry {
         for id in &denied {
             entries.remove(id);
         }
-        self.closed_by_policy
-            .fetch_add(denied.len() as u64, Ordering::Relaxed);
         denied.len()
     }
 }

@@ -226,10 +226,10 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
     .unwrap();
     println!("held connection: {last}");
     assert!(last.starts_with("CLOSED"), "{last}");
-    assert_eq!(
-        shared.connections.closed_by_policy.load(Ordering::Relaxed),
-        1
-    );
+    wait_for("the close to be counted", || {
+        shared.connections.closed_by_policy.load(Ordering::Relaxed) == 1
+    })
+    .await;
     let reply = client(&POD2_IP.to_string(), 8080).await;
     println!("denied: {reply}");
     assert!(!reply.contains("peer="), "{reply}");
