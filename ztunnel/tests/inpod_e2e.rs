@@ -87,7 +87,7 @@ async fn client_with(host: &str, port: u16, extra: &[&str]) -> String {
     .unwrap()
 }
 
-/// The app in pod2: answers each connection with the peer address it sees.
+/// The app in pod2: answers each connection with the peer address it sees, then keeps it open.
 fn start_app() {
     let listener = mesh_bpf::netns::run_in(&netns(POD2), || {
         TcpListener::bind(SocketAddrV4::new(POD2_IP, 8080))
@@ -97,8 +97,14 @@ fn start_app() {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let peer = conn.peer_addr().map(|p| p.to_string()).unwrap_or_default();
-            let _ = writeln!(conn, "peer={peer}");
+            // Each connection stays open until its client closes it (the held-connection check
+            // needs a connection that only a policy change can end).
+            std::thread::spawn(move || {
+                let peer = conn.peer_addr().map(|p| p.to_string()).unwrap_or_default();
+                let _ = writeln!(conn, "peer={peer}");
+                let mut sink = [0u8; 64];
+                while matches!(std::io::Read::read(&mut conn, &mut sink), Ok(n) if n > 0) {}
+            });
         }
     });
 }

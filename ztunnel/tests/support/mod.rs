@@ -187,6 +187,11 @@ impl Drop for Mesh {
 impl Mesh {
     /// Needs the pods enrolled ([`Lab::enrol_all`]).
     pub async fn start() -> Mesh {
+        // Logs when RUST_LOG asks for them (e.g. RUST_LOG=info).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         // The control plane.
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
