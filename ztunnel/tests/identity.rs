@@ -1,11 +1,12 @@
 //! Certificates from a real istiod-lite CA: issuance by impersonation, refusal for a pod on
 //! another node, and renewal at half-life with the old certificate serving meanwhile.
 
+mod support;
+
 use std::time::{Duration, SystemTime};
 
-use istiod_lite::app::start;
-use istiod_lite::config::Config;
 use mesh_core::identity::Identity;
+use support::{control_plane_dir, istiod};
 use ztunnel::identity::{renew_at, CaConfig, IdentityManager};
 
 const TOKEN: &str = "node1-token-0123456789abcdef";
@@ -26,21 +27,8 @@ status: {podIP: 10.1.0.9}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_are_issued_refused_and_renewed() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("config")).unwrap();
-    std::fs::create_dir_all(dir.path().join("state")).unwrap();
-    std::fs::write(
-        dir.path().join("state/tokens.yaml"),
-        format!("tokens:\n- token: {TOKEN}\n  node: node1\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("config/pods.yaml"), CONFIG).unwrap();
-    let running = start(Config::for_test(
-        dir.path().join("config"),
-        dir.path().join("state"),
-    ))
-    .await
-    .unwrap();
+    let dir = control_plane_dir(TOKEN, &[("pods.yaml", CONFIG)]);
+    let running = istiod(dir.path(), None).await;
     let manager = IdentityManager::new(CaConfig {
         address: format!("https://localhost:{}", running.xds_addr.port()),
         server_name: "localhost".into(),

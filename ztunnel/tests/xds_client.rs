@@ -1,13 +1,13 @@
 //! The ztunnel xDS client against a real istiod-lite over TLS: initial state, changes, and a
 //! control plane that goes away and comes back.
 
+mod support;
+
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use istiod_lite::app::{start, Running};
-use istiod_lite::config::Config;
+use support::{control_plane_dir, istiod};
 use tokio::sync::watch;
 use ztunnel::state::State;
 use ztunnel::xds::{run, XdsConfig, XdsStatus};
@@ -41,12 +41,6 @@ fn pod(name: &str, ip: &str) -> String {
     )
 }
 
-async fn istiod(dir: &Path, port: u16) -> Running {
-    let mut config = Config::for_test(dir.join("config"), dir.join("state"));
-    config.xds_addr = format!("127.0.0.1:{port}").parse().unwrap();
-    start(config).await.unwrap()
-}
-
 async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -67,26 +61,14 @@ fn ip(s: &str) -> IpAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_follows_istiod_and_survives_its_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("config")).unwrap();
-    std::fs::create_dir_all(dir.path().join("state")).unwrap();
-    std::fs::write(
-        dir.path().join("state/tokens.yaml"),
-        format!("tokens:\n- token: {TOKEN}\n  node: node1\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("config/base.yaml"), CONFIG).unwrap();
-    std::fs::write(
-        dir.path().join("config/web-1.yaml"),
-        pod("web-1", "10.1.0.5"),
-    )
-    .unwrap();
+    let web1 = pod("web-1", "10.1.0.5");
+    let dir = control_plane_dir(TOKEN, &[("base.yaml", CONFIG), ("web-1.yaml", &web1)]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let running = istiod(dir.path(), port).await;
+    let running = istiod(dir.path(), Some(port)).await;
 
     let state = Arc::new(RwLock::new(State::default()));
     let (status_tx, mut status) = watch::channel(XdsStatus::default());
@@ -149,7 +131,7 @@ async fn the_client_follows_istiod_and_survives_its_restart() {
         .is_some());
 
     // It comes back (same CA, same port) with web-2 gone: the client reconnects and removes it.
-    let _again = istiod(dir.path(), port).await;
+    let _again = istiod(dir.path(), Some(port)).await;
     eventually("web-2's removal after the reconnect", || {
         state
             .read()

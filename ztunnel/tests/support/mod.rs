@@ -165,6 +165,32 @@ pub async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A control-plane directory: `config/` with `files`, and `state/tokens.yaml` naming `token` as
+/// the ztunnel of node1.
+pub fn control_plane_dir(token: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(
+        dir.path().join("state/tokens.yaml"),
+        format!("tokens:\n- token: {token}\n  node: node1\n"),
+    )
+    .unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join("config").join(name), text).unwrap();
+    }
+    dir
+}
+
+/// istiod-lite on loopback for a [`control_plane_dir`], on `port` (ephemeral if `None`).
+pub async fn istiod(dir: &Path, port: Option<u16>) -> Running {
+    let mut config = Config::for_test(dir.join("config"), dir.join("state"));
+    if let Some(port) = port {
+        config.xds_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    }
+    start(config).await.unwrap()
+}
+
 /// istiod-lite (config in a temporary directory) and ztunnel serving both pods.
 pub struct Mesh {
     pub dir: tempfile::TempDir,
@@ -193,21 +219,8 @@ impl Mesh {
             .with_test_writer()
             .try_init();
         // The control plane.
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("config")).unwrap();
-        std::fs::create_dir_all(dir.path().join("state")).unwrap();
-        std::fs::write(
-            dir.path().join("state/tokens.yaml"),
-            format!("tokens:\n- token: {TOKEN}\n  node: node1\n"),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("config/demo.yaml"), CONFIG).unwrap();
-        let istiod = start(Config::for_test(
-            dir.path().join("config"),
-            dir.path().join("state"),
-        ))
-        .await
-        .unwrap();
+        let dir = control_plane_dir(TOKEN, &[("demo.yaml", CONFIG)]);
+        let istiod = istiod(dir.path(), None).await;
         let address = format!("https://localhost:{}", istiod.xds_addr.port());
 
         // ztunnel: state from xDS, certificates from the CA, one proxy per pod.
