@@ -6,8 +6,9 @@
 //
 //   outbound: generated in the pod (arrives on lo), destination is neither
 //             the pod IP nor 127/8                    -> socks[0] (15001)
-//   inbound:  arrived from outside, destination is the pod IP and the port
-//             is not the HBONE port 15008             -> socks[1] (15006)
+//   HBONE in: arrived from outside to the pod IP, port 15008 -> socks[2] (15008)
+//   inbound:  arrived from outside to the pod IP, any other port
+//                                                     -> socks[1] (15006)
 //   anything else                                     -> normal lookup
 //
 // A missing socket means the proxy is not (yet) there: drop when the pod is
@@ -29,6 +30,7 @@
 // Keys of `socks`; the loader's `SockSlot` mirrors them.
 #define SOCK_OUTBOUND 0
 #define SOCK_INBOUND 1
+#define SOCK_HBONE 2
 
 // Keys of `stats`; the loader's `Counter` mirrors them.
 enum counter {
@@ -56,7 +58,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u32);
 } socks SEC(".maps");
@@ -134,9 +136,13 @@ int pod_capture(struct bpf_sk_lookup *ctx)
 		return steer(ctx, SOCK_OUTBOUND, c->fail_closed);
 	}
 
-	if (dst != c->pod_ip4 || ctx->local_port == HBONE_PORT)
+	if (dst != c->pod_ip4)
 		return pass();
-	return steer(ctx, SOCK_INBOUND, c->fail_closed);
+	// The HBONE port is steered too, so that while the proxy restarts a
+	// peer's tunnel waits (fail-closed) instead of being refused.
+	return steer(ctx, ctx->local_port == HBONE_PORT ? SOCK_HBONE :
+							  SOCK_INBOUND,
+		     c->fail_closed);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -20,5 +20,5 @@ pub mod routing;
 
 pub use error::Error;
 pub use object::{Counter, PodConfig, SockSlot};
-pub use pod::{PinDir, PodSpec, Stats};
+pub use pod::{capture, release, PinDir, PodSpec, Stats};
 pub use proxy_sockets::ProxySockets;

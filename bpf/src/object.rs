@@ -57,6 +57,8 @@ pub enum SockSlot {
     Outbound = 0,
     /// The proxy's plaintext inbound listener (15006): connections to the pod from outside.
     Inbound = 1,
+    /// The proxy's HBONE listener (15008): tunnels from peers to this pod.
+    Hbone = 2,
 }
 
 /// Keys of the `stats` array (`enum counter` in the C source).

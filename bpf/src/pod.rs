@@ -220,3 +220,23 @@ pub(crate) fn open_pinned(path: &Path) -> Result<Map, Error> {
         .map_err(|e| Error::map(format!("opening pinned map {}", path.display()), e))?;
     Map::from_map_data(data).map_err(|e| Error::map(format!("map type of {}", path.display()), e))
 }
+
+/// Captures a pod: its routing first, then the program (fail-closed as `spec` says), so there
+/// is no moment where the app's traffic is steered nowhere or leaves uncaptured because of us.
+/// Idempotent: an already attached pod keeps its pins.
+pub fn capture(spec: &PodSpec) -> Result<(), Error> {
+    crate::routing::install(&spec.netns, spec.pod_ip)?;
+    if spec.pin_dir.link().exists() {
+        return Ok(());
+    }
+    attach(spec)
+}
+
+/// Ends a pod's capture: routing first (from then on its traffic flows normally), then the
+/// pins. A netns that is already gone only leaves the pins to remove.
+pub fn release(spec: &PodSpec) -> Result<(), Error> {
+    if spec.netns.exists() {
+        crate::routing::release(&spec.netns, spec.pod_ip)?;
+    }
+    detach(&spec.pin_dir).map(|_| ())
+}

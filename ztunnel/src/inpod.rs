@@ -141,6 +141,7 @@ pub fn start(
     let mut socks = ProxySockets::open(pins)?;
     socks.set(SockSlot::Outbound, &outbound)?;
     socks.set(SockSlot::Inbound, &inbound)?;
+    socks.set(SockSlot::Hbone, &hbone)?;
     let pod = Pod {
         uid: uid.to_string(),
         ip,

@@ -118,7 +118,7 @@ impl Lab {
 
     /// Capture for one pod: the routing rules of design (a), then the program, fail-closed.
     fn enrol(&self, ns: &str, ip: Ipv4Addr) {
-        mesh_bpf::routing::install(ns, ip).unwrap();
+        mesh_bpf::routing::install(&netns(ns), ip).unwrap();
         pod::attach(&PodSpec {
             netns: netns(ns),
             pin_dir: pins(ns),
