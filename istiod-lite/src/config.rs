@@ -163,31 +163,7 @@ impl Config {
     }
 }
 
-/// Parses `90`, `90s`, `30m`, `24h`, `7d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))?;
-    let unit_secs: u64 = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
-    };
-    let secs = n.saturating_mul(unit_secs);
-    if secs == 0 {
-        return Err("a duration must be positive".into());
-    }
-    // Certificates outliving the generated root (10 years) would not verify anyway.
-    if secs > 3650 * 86400 {
-        return Err(format!("{s:?} is longer than 3650d"));
-    }
-    Ok(Duration::from_secs(secs))
-}
+pub use mesh_core::parse_duration;
 
 #[cfg(test)]
 mod tests {

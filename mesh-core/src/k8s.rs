@@ -995,6 +995,32 @@ pub fn selector_matches(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// Whether ztunnel captures this pod's traffic: the pod's own `istio.io/dataplane-mode` says
+/// `ambient`, or its namespace's does and the pod says nothing; a sidecar-injected or
+/// host-network pod never is. (The CNI plugin and istiod-lite decide with this one rule.)
+pub fn is_enrolled(pod: &Pod, ns: Option<&Namespace>) -> bool {
+    if pod.spec.host_network
+        || pod
+            .metadata
+            .annotations
+            .contains_key(SIDECAR_STATUS_ANNOTATION)
+    {
+        return false;
+    }
+    match pod
+        .metadata
+        .labels
+        .get(DATAPLANE_MODE_LABEL)
+        .map(String::as_str)
+    {
+        Some("ambient") => true,
+        Some(_) => false,
+        None => ns
+            .and_then(|n| n.metadata.labels.get(DATAPLANE_MODE_LABEL))
+            .is_some_and(|m| m == "ambient"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

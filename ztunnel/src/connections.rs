@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::rbac::{evaluate, Connection, Decision};
 use crate::state::State;
+use crate::telemetry;
 
 struct Entry {
     pod_uid: String,
@@ -53,6 +54,7 @@ impl Registry {
         self: &Arc<Self>,
         upstream: TcpStream,
         admission: Admission,
+        telemetry: Option<telemetry::Connection>,
     ) -> io::Result<TrackedStream> {
         let std = upstream.into_std()?;
         let socket = std.try_clone()?;
@@ -75,6 +77,7 @@ impl Registry {
             inner,
             id,
             registry: self.clone(),
+            telemetry,
         })
     }
 
@@ -119,11 +122,14 @@ impl Registry {
     }
 }
 
-/// An upstream connection that stays tracked while it lives.
+/// An upstream connection that stays tracked while it lives. With telemetry it also counts its
+/// bytes (written: client->server; read: server->client) and reports the connection when
+/// dropped.
 pub struct TrackedStream {
     inner: TcpStream,
     id: u64,
     registry: Arc<Registry>,
+    telemetry: Option<telemetry::Connection>,
 }
 
 impl Drop for TrackedStream {
@@ -142,7 +148,13 @@ impl AsyncRead for TrackedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(t)) = (&poll, this.telemetry.as_mut()) {
+            t.add_bytes(0, (buf.filled().len() - before) as u64);
+        }
+        poll
     }
 }
 
@@ -152,7 +164,12 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(t)) = (&poll, this.telemetry.as_mut()) {
+            t.add_bytes(*n as u64, 0);
+        }
+        poll
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

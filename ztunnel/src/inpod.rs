@@ -37,6 +37,7 @@ use crate::identity::IdentityManager;
 use crate::inbound::admit;
 use crate::outbound::{route, Route};
 use crate::state::State;
+use crate::telemetry::{ConnectionInfo, Direction, Metrics};
 use crate::xds::XdsStatus;
 
 /// What every pod proxy shares.
@@ -47,6 +48,21 @@ pub struct Shared {
     pub pool: hbone::Pool<PoolKey>,
     /// Open inbound connections, re-authorized on every config change.
     pub connections: Arc<Registry>,
+    /// Istio's traffic metrics and the access log.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn new(state: Arc<RwLock<State>>, identities: Arc<IdentityManager>) -> Self {
+        Shared {
+            state,
+            identities,
+            counters: Counters::default(),
+            pool: Default::default(),
+            connections: Default::default(),
+            metrics: Default::default(),
+        }
+    }
 }
 
 /// Re-authorizes open inbound connections whenever the xDS client applied new config.
@@ -245,20 +261,43 @@ async fn outbound(
 ) -> anyhow::Result<()> {
     // The capture hands over the connection with its original destination as local address.
     let original = downstream.local_addr()?;
-    let decision = {
+    let (decision, source) = {
         let st = shared.state.read().unwrap_or_else(|e| e.into_inner());
         let source = st
             .workload(&pod.uid)
             .ok_or_else(|| anyhow::anyhow!("source workload {} is gone", pod.uid))?;
-        route(&st, &source, original, &mut |n| rand_index(n))
+        (
+            route(&st, &source, original, &mut |n| rand_index(n)),
+            source,
+        )
+    };
+    let mut info = ConnectionInfo {
+        direction: Direction::Outbound,
+        src_addr: peer,
+        src_workload: Some(source),
+        src_identity: Some(pod.identity.clone()),
+        dst_addr: original,
+        hbone_addr: None,
+        dst_workload: None,
+        dst_service: None,
+        dst_identity: None,
+        mtls: false,
     };
     match decision {
         Route::Hbone {
             next_hop,
             authority,
             identities,
+            workload,
+            service,
             ..
         } => {
+            info.dst_addr = next_hop;
+            info.hbone_addr = Some(authority);
+            info.dst_identity = Some(workload.identity.clone());
+            info.dst_workload = Some(workload);
+            info.dst_service = service;
+            info.mtls = true;
             let cert = shared.identities.certificate(&pod.identity).await?;
             let mut headers = HeaderMap::new();
             if let Ok(v) = format!("for=\"{peer}\"").parse() {
@@ -287,6 +326,7 @@ async fn outbound(
                         .counters
                         .outbound_failed
                         .fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.failed(&info, "CONNECT");
                 })?;
             if dialled {
                 shared
@@ -298,23 +338,26 @@ async fn outbound(
                 .counters
                 .outbound_hbone
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: "access", direction = "outbound", src.addr = %peer, dst.addr = %next_hop,
-                dst.hbone_addr = %authority, src.identity = %pod.identity, "connection opened");
-            tokio::io::copy_bidirectional(&mut downstream, &mut tunnel).await?;
+            let mut conn = shared.metrics.open(info);
+            splice(&mut conn, &mut downstream, &mut tunnel).await;
         }
         Route::Passthrough { target } => {
-            let mut upstream = dial(&pod.netns, target, None).await?;
+            let mut upstream = dial(&pod.netns, target, None)
+                .await
+                .inspect_err(|_| shared.metrics.failed(&info, "CONNECT"))?;
             shared
                 .counters
                 .outbound_passthrough
                 .fetch_add(1, Ordering::Relaxed);
-            tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await?;
+            let mut conn = shared.metrics.open(info);
+            splice(&mut conn, &mut downstream, &mut upstream).await;
         }
         Route::Refused(reason) => {
             shared
                 .counters
                 .outbound_failed
                 .fetch_add(1, Ordering::Relaxed);
+            shared.metrics.failed(&info, "CONNECT");
             tracing::warn!(pod = %pod.uid, %original, %reason, "outbound connection refused");
         }
     }
@@ -341,11 +384,16 @@ async fn hbone_in(
     hbone::serve(tls, move |req| {
         let decision = admit(&shared.state, &req.authority, IpAddr::V4(pod.ip), peer_id.as_ref(), peer.ip());
         let (shared, pod, peer_id) = (shared.clone(), pod.clone(), peer_id.clone());
+        let hbone_addr = req.authority.parse().ok();
         async move {
+            let mut info = inbound_info(&shared, &pod, peer, peer_id.clone(), hbone_addr);
             match decision {
                 Ok(admitted) => {
+                    info.dst_addr = admitted.upstream;
+                    info.dst_workload = Some(admitted.workload.clone());
                     let up = dial(&pod.netns, admitted.upstream, Some(peer.ip())).await.map_err(|e| {
                         tracing::warn!(pod = %pod.uid, upstream = %admitted.upstream, error = %e, "upstream connect failed");
+                        shared.metrics.failed(&info, "CONNECT");
                         http::StatusCode::SERVICE_UNAVAILABLE
                     })?;
                     let admission = Admission {
@@ -356,17 +404,17 @@ async fn hbone_in(
                     };
                     let up = shared
                         .connections
-                        .track(up, admission)
+                        .track(up, admission, Some(shared.metrics.open(info)))
                         .map_err(|_| http::StatusCode::SERVICE_UNAVAILABLE)?;
                     shared.counters.inbound_hbone.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(target: "access", direction = "inbound", src.addr = %peer,
-                        src.identity = ?peer_id.map(|i| i.to_string()), dst.addr = %admitted.upstream, "connection opened");
                     Ok(up)
                 }
                 Err(refusal) => {
                     shared.counters.inbound_denied.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(pod = %pod.uid, src.addr = %peer, status = %refusal.status, policy = ?refusal.policy,
-                        reason = %refusal.reason, "inbound HBONE refused");
+                    let flags = if refusal.status == http::StatusCode::UNAUTHORIZED { "DENY" } else { "CONNECT" };
+                    shared.metrics.failed(&info, flags);
+                    tracing::warn!(pod = %pod.uid, src.addr = %peer, src.identity = ?info.src_identity.as_ref().map(|i| i.to_string()),
+                        status = %refusal.status, policy = ?refusal.policy, reason = %refusal.reason, "inbound HBONE refused");
                     Err(refusal.status)
                 }
             }
@@ -383,6 +431,8 @@ async fn plaintext(
     peer: SocketAddr,
 ) -> anyhow::Result<()> {
     let original = downstream.local_addr()?;
+    let mut info = inbound_info(shared, pod, peer, None, None);
+    info.dst_addr = original;
     match admit(
         &shared.state,
         &original.to_string(),
@@ -391,30 +441,72 @@ async fn plaintext(
         peer.ip(),
     ) {
         Ok(admitted) => {
-            let upstream = dial(&pod.netns, admitted.upstream, Some(peer.ip())).await?;
+            info.dst_workload = Some(admitted.workload.clone());
+            let upstream = dial(&pod.netns, admitted.upstream, Some(peer.ip()))
+                .await
+                .inspect_err(|_| shared.metrics.failed(&info, "CONNECT"))?;
             let admission = Admission {
                 pod_uid: pod.uid.clone(),
                 pod_ip: IpAddr::V4(pod.ip),
                 peer: None,
                 peer_ip: peer.ip(),
             };
-            let mut upstream = shared.connections.track(upstream, admission)?;
+            let mut upstream = shared.connections.track(upstream, admission, None)?;
             shared
                 .counters
                 .inbound_plaintext
                 .fetch_add(1, Ordering::Relaxed);
-            tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await?;
+            let mut conn = shared.metrics.open(info);
+            splice(&mut conn, &mut downstream, &mut upstream).await;
         }
         Err(refusal) => {
             shared
                 .counters
                 .inbound_denied
                 .fetch_add(1, Ordering::Relaxed);
+            shared.metrics.failed(&info, "DENY");
             tracing::warn!(pod = %pod.uid, src.addr = %peer, status = %refusal.status, policy = ?refusal.policy,
                 reason = %refusal.reason, "inbound plaintext refused");
         }
     }
     Ok(())
+}
+
+/// What an inbound connection to `pod` from `peer` is, before it is admitted. The source
+/// workload is the one at the peer's IP when it is known.
+fn inbound_info(
+    shared: &Shared,
+    pod: &Pod,
+    peer: SocketAddr,
+    peer_id: Option<Identity>,
+    hbone_addr: Option<SocketAddr>,
+) -> ConnectionInfo {
+    let st = shared.state.read().unwrap_or_else(|e| e.into_inner());
+    ConnectionInfo {
+        direction: Direction::Inbound,
+        src_addr: peer,
+        src_workload: st.workload_by_ip("", peer.ip()),
+        mtls: peer_id.is_some(),
+        src_identity: peer_id,
+        dst_addr: SocketAddr::new(IpAddr::V4(pod.ip), hbone::HBONE_PORT),
+        hbone_addr,
+        dst_workload: st.workload(&pod.uid),
+        dst_service: None,
+        dst_identity: Some(pod.identity.clone()),
+    }
+}
+
+/// Copies both ways until both sides are done, counting the bytes on `conn` (client->server is
+/// Istio's "received", server->client its "sent").
+async fn splice<A, B>(conn: &mut crate::telemetry::Connection, client: &mut A, server: &mut B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    match tokio::io::copy_bidirectional(client, server).await {
+        Ok((up, down)) => conn.add_bytes(up, down),
+        Err(e) => conn.set_error(e),
+    }
 }
 
 /// A uniformly spread choice among `n` endpoints.

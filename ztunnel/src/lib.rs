@@ -1,16 +1,22 @@
-//! ztunnel: the node proxy. Being built up, in the shape of Istio's: `state` (the one source
-//! of truth, written by `xds`, read by the proxies), `identity` (certificates of local
-//! workloads), `rbac` (L4 authorization), and the decisions of the data path, `inbound`
-//! (admitting HBONE streams) and `outbound` (routing captured connections). The listeners
-//! inside pod network namespaces, eBPF capture and metrics come next.
+//! ztunnel: the node proxy, in the shape of Istio's: `state` (the one source of truth, written
+//! by `xds`, read by the proxies), `identity` (certificates of local workloads), `rbac` (L4
+//! authorization), the decisions of the data path (`inbound`, `outbound`), the per-pod proxies
+//! inside pod network namespaces (`inpod`), the node's pods and their capture (`pods`, fed by the
+//! CNI plugin through `agent`), `telemetry` (Istio's metrics, access log) and the HTTP ports
+//! (`admin`). `app` wires them into the `ztunnel` binary.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod agent;
+pub mod app;
 pub mod connections;
 pub mod identity;
 pub mod inbound;
 pub mod inpod;
 pub mod outbound;
+pub mod pods;
 pub mod rbac;
 pub mod state;
+pub mod telemetry;
 pub mod xds;

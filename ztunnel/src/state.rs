@@ -34,6 +34,7 @@ pub struct WorkloadInfo {
     pub canonical_name: String,
     pub canonical_revision: String,
     pub workload_name: String,
+    pub cluster_id: String,
 }
 
 /// A service with its VIPs and ports.
@@ -125,6 +126,7 @@ impl TryFrom<&Workload> for WorkloadInfo {
             canonical_name: w.canonical_name.clone(),
             canonical_revision: w.canonical_revision.clone(),
             workload_name: w.workload_name.clone(),
+            cluster_id: w.cluster_id.clone(),
         })
     }
 }

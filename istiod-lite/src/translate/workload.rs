@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use mesh_core::k8s::{
-    IntOrString, Namespace, Pod, DATAPLANE_MODE_LABEL, SIDECAR_STATUS_ANNOTATION,
-};
+use mesh_core::k8s::{IntOrString, Pod};
 use mesh_core::proto::istio::workload::{
     NetworkMode, Port, PortList, TunnelProtocol, Workload, WorkloadStatus, WorkloadType,
 };
@@ -21,29 +19,7 @@ use super::waypoint::{binding, ip_bytes, TrafficType, Waypoints, GATEWAY_NAME_LA
 use super::MeshConfig;
 use crate::store::{in_namespace, Snapshot};
 
-/// Whether ztunnel captures this pod's traffic.
-pub fn is_enrolled(pod: &Pod, ns: Option<&Namespace>) -> bool {
-    if pod.spec.host_network
-        || pod
-            .metadata
-            .annotations
-            .contains_key(SIDECAR_STATUS_ANNOTATION)
-    {
-        return false;
-    }
-    match pod
-        .metadata
-        .labels
-        .get(DATAPLANE_MODE_LABEL)
-        .map(String::as_str)
-    {
-        Some("ambient") => true,
-        Some(_) => false,
-        None => ns
-            .and_then(|n| n.metadata.labels.get(DATAPLANE_MODE_LABEL))
-            .is_some_and(|m| m == "ambient"),
-    }
-}
+pub use mesh_core::k8s::is_enrolled;
 
 fn first_label<'a>(pod: &'a Pod, keys: &[&str]) -> Option<&'a str> {
     keys.iter()

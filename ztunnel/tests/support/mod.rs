@@ -253,6 +253,7 @@ impl Mesh {
             counters: Counters::default(),
             pool: Default::default(),
             connections: Default::default(),
+            metrics: Default::default(),
         });
         let p1 = inpod::start(
             shared.clone(),

@@ -1,0 +1,41 @@
+//! `ztunnel`: see `app.rs` for what it does and `--help` for how to run it.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = ztunnel::app::Config::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if config.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let running = match ztunnel::app::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ztunnel: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ztunnel: installing the SIGTERM handler: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    // Pods stay captured (their pins and rules outlive us): their connections wait for the
+    // next ztunnel.
+    tracing::info!("ztunnel stopping; captured pods stay fail-closed until it is back");
+    drop(running);
+    std::process::ExitCode::SUCCESS
+}
