@@ -17,6 +17,13 @@ command -v clang >/dev/null || need_pkgs+=(clang)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 [ -f /usr/include/linux/bpf.h ] || need_pkgs+=(linux-libc-dev)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+# The end-to-end tests (root) make pods with the real CNI plugins, capture the underlay with
+# tcpdump and check with nft that no iptables/nftables rule exists.
+if [ "$(id -u)" = 0 ]; then
+  [ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
+  command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
+  command -v nft >/dev/null || need_pkgs+=(nftables)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${need_pkgs[*]} (apt-get)"
@@ -55,6 +62,8 @@ if [ "$(id -u)" = 0 ]; then
   bash bpf/scripts/e2e.sh
   echo "== ztunnel data path end to end: capture + HBONE + authorization (root)"
   bash ztunnel/scripts/e2e.sh
+  echo "== two-node cluster end to end: CNI chain, ztunnel processes, policies, restarts (root)"
+  bash e2e/run.sh
 else
   echo "== not root: skipping the eBPF capture test (bpf/scripts/e2e.sh)"
 fi

@@ -1,0 +1,681 @@
+//! A local multi-node cluster for end-to-end tests, built from real parts (root only):
+//!
+//! * nodes are network namespaces `mse-node<N>` joined by a veth underlay (`192.168.251.N/24`),
+//!   each routing the other nodes' pod subnets (`10.251.N.0/24`) over it;
+//! * istiod-lite runs in node 1, reading a config directory the test writes;
+//! * one `ztunnel` process per node, inside the node's netns, with its own run directory and
+//!   bpffs pin root (`/sys/fs/bpf/mse/node<N>`);
+//! * pods are network namespaces `mse-<pod>` made exactly as a container runtime does it: the
+//!   CNI chain (Debian's `bridge` + `host-local`, then `mesh-cni`) is executed with the `CNI_*`
+//!   environment and the chained `prevResult`, inside the node's netns.
+//!
+//! Everything is removed by exact name when [`Cluster`] drops, also after a failed check; the
+//! logs of every process are printed then if the test panicked.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const PIN_BASE: &str = "/sys/fs/bpf/mse";
+const BPFFS: &str = "/sys/fs/bpf";
+const CNI_BIN: &str = "/usr/lib/cni";
+const NETWORK: &str = "mse-net";
+
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Polls `f` until it returns `Ok` or `timeout` passes; panics with the last error.
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= end => panic!("timed out waiting for {what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The directory holding the workspace's binaries (`target/<profile>`), from the test's path.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    for bin in ["istiod-lite", "ztunnel", "mesh-cni"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} missing: build the binaries first (cargo build --bins)",
+            dir.join(bin).display()
+        );
+    }
+    dir.to_path_buf()
+}
+
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+pub struct Node {
+    pub name: String,
+    pub index: u8,
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    ztunnel: Option<Child>,
+}
+
+impl Node {
+    pub fn pin_root(&self) -> PathBuf {
+        Path::new(PIN_BASE).join(&self.name)
+    }
+}
+
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub node: usize,
+    pub netns: String,
+    pub container_id: String,
+    pub ip: Ipv4Addr,
+    cni_result: Value,
+    apps: Vec<Child>,
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    bins: PathBuf,
+    istiod: Option<Child>,
+    mounted_bpffs: bool,
+    extra_netns: Vec<String>,
+}
+
+impl Cluster {
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.join("config")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn run_dir(&self, node: usize) -> PathBuf {
+        self.dir.join("run").join(&self.nodes[node].name)
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{name}.log"))
+    }
+
+    /// Creates `n` nodes, starts istiod-lite and a ztunnel per node, and waits until all are
+    /// ready.
+    pub fn up(n: u8) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("mse-{}", std::process::id()));
+        let mut c = Cluster {
+            dir,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            bins: bin_dir(),
+            istiod: None,
+            mounted_bpffs: false,
+            extra_netns: Vec::new(),
+        };
+        c.remove_leftovers(n);
+        for i in 1..=n {
+            let ns = format!("mse-node{i}");
+            if netns_path(&ns).exists() {
+                sh(&["ip", "netns", "del", &ns]);
+            }
+        }
+        for d in ["config", "state", "logs", "run", "ipam"] {
+            std::fs::create_dir_all(c.dir.join(d)).unwrap();
+        }
+        if !mesh_bpf::bpffs::is_bpffs(Path::new(BPFFS)).unwrap_or(false) {
+            sh(&["mount", "-t", "bpf", "bpf", BPFFS]);
+            c.mounted_bpffs = true;
+        }
+        for i in 1..=n {
+            c.nodes.push(Node {
+                name: format!("node{i}"),
+                index: i,
+                netns: format!("mse-node{i}"),
+                underlay_ip: Ipv4Addr::new(192, 168, 251, i),
+                ztunnel: None,
+            });
+            sh(&["ip", "netns", "add", &format!("mse-node{i}")]);
+        }
+        c.underlay();
+        let mut tokens = String::from("tokens:\n");
+        for node in &c.nodes {
+            tokens.push_str(&format!(
+                "- token: mse-{0}-token-0123456789\n  node: {0}\n",
+                node.name
+            ));
+        }
+        std::fs::write(c.state_dir().join("tokens.yaml"), tokens).unwrap();
+        c.start_istiod();
+        for i in 0..c.nodes.len() {
+            c.start_ztunnel(i);
+        }
+        c
+    }
+
+    fn underlay(&self) {
+        // A veth per node into node 1 would need a switch; a bridge in node 1 is the switch.
+        let hub = &self.nodes[0].netns;
+        sh(&["ip", "-n", hub, "link", "add", "ul-br", "type", "bridge"]);
+        sh(&["ip", "-n", hub, "link", "set", "ul-br", "up"]);
+        for node in &self.nodes {
+            let ns = &node.netns;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ]);
+            let port = format!("ul-p{}", node.index);
+            sh(&[
+                "ip", "-n", hub, "link", "add", &port, "type", "veth", "peer", "name", "ul0",
+                "netns", ns,
+            ]);
+            sh(&[
+                "ip", "-n", hub, "link", "set", &port, "master", "ul-br", "up",
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", node.underlay_ip),
+                "dev",
+                "ul0",
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", "ul0", "up"]);
+        }
+        for node in &self.nodes {
+            for other in &self.nodes {
+                if other.index != node.index {
+                    sh(&[
+                        "ip",
+                        "-n",
+                        &node.netns,
+                        "route",
+                        "add",
+                        &format!("10.251.{}.0/24", other.index),
+                        "via",
+                        &other.underlay_ip.to_string(),
+                    ]);
+                }
+            }
+        }
+    }
+
+    fn spawn_in(&self, netns: &str, log: &str, program: &Path, args: &[String]) -> Child {
+        let out = std::fs::File::create(self.log(log)).unwrap();
+        Command::new("nsenter")
+            .arg(format!("--net={}", netns_path(netns).display()))
+            .arg(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()))
+    }
+
+    pub fn xds_address(&self) -> String {
+        format!("https://{}:15012", self.nodes[0].underlay_ip)
+    }
+
+    pub fn start_istiod(&mut self) {
+        let args = vec![
+            format!("--config-dir={}", self.config_dir().display()),
+            format!("--state-dir={}", self.state_dir().display()),
+            format!("--xds-addr={}:15012", self.nodes[0].underlay_ip),
+            "--monitoring-addr=127.0.0.1:15014".to_string(),
+            format!("--server-san={}", self.nodes[0].underlay_ip),
+        ];
+        let child = self.spawn_in(
+            &self.nodes[0].netns.clone(),
+            "istiod-lite",
+            &self.bins.join("istiod-lite"),
+            &args,
+        );
+        self.istiod = Some(child);
+        let ns = self.nodes[0].netns.clone();
+        eventually("istiod-lite ready", Duration::from_secs(30), || {
+            self.check_alive();
+            http_get(&ns, "127.0.0.1:15014", "/ready").and_then(ok_200)
+        });
+    }
+
+    pub fn stop_istiod(&mut self) {
+        if let Some(mut c) = self.istiod.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn start_ztunnel(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let token_file = self.dir.join(format!("{}.token", node.name));
+        std::fs::write(&token_file, format!("mse-{}-token-0123456789\n", node.name)).unwrap();
+        let args = vec![
+            format!("--xds-address={}", self.xds_address()),
+            format!(
+                "--root-cert={}",
+                self.state_dir().join("ca/root-cert.pem").display()
+            ),
+            format!("--token-file={}", token_file.display()),
+            format!("--node-name={}", node.name),
+            format!("--run-dir={}", self.run_dir(i).display()),
+            format!("--pin-root={}", node.pin_root().display()),
+        ];
+        let log = format!("ztunnel-{}", node.name);
+        let ns = node.netns.clone();
+        let child = self.spawn_in(&ns, &log, &self.bins.join("ztunnel"), &args);
+        self.nodes[i].ztunnel = Some(child);
+        self.wait_ztunnel_ready(i);
+    }
+
+    pub fn wait_ztunnel_ready(&mut self, i: usize) {
+        let ns = self.nodes[i].netns.clone();
+        eventually("ztunnel ready", Duration::from_secs(30), || {
+            self.check_alive();
+            http_get(&ns, "127.0.0.1:15021", "/healthz/ready").and_then(ok_200)
+        });
+    }
+
+    /// Kills node `i`'s ztunnel (as a crash would) and waits until it is gone.
+    pub fn kill_ztunnel(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].ztunnel.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Panics with the logs if a process of the cluster exited.
+    fn check_alive(&mut self) {
+        let mut dead = Vec::new();
+        if let Some(c) = self.istiod.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                dead.push(format!("istiod-lite exited: {status}"));
+            }
+        }
+        for n in &mut self.nodes {
+            if let Some(c) = n.ztunnel.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    dead.push(format!("ztunnel on {} exited: {status}", n.name));
+                }
+            }
+        }
+        assert!(dead.is_empty(), "{}", dead.join("; "));
+    }
+
+    /// Writes `config/<file>` (istiod-lite picks it up).
+    pub fn apply(&self, file: &str, yaml: &str) {
+        let path = self.config_dir().join(file);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    pub fn delete(&self, file: &str) {
+        let _ = std::fs::remove_file(self.config_dir().join(file));
+    }
+
+    fn pod_yaml(namespace: &str, name: &str, node: &str, sa: &str, ip: Option<Ipv4Addr>) -> String {
+        let status = ip.map_or(String::new(), |ip| format!("status: {{podIP: {ip}}}\n"));
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}\n\
+             spec: {{nodeName: {node}, serviceAccountName: {sa}}}\n{status}"
+        )
+    }
+
+    /// Creates a pod on node `node` the way a kubelet would: the Pod object, its sandbox
+    /// netns, the CNI chain, then `status.podIP`.
+    pub fn add_pod(&mut self, namespace: &str, name: &str, node: usize, sa: &str) -> usize {
+        let node_name = self.nodes[node].name.clone();
+        let file = format!("pod-{namespace}-{name}.yaml");
+        self.apply(
+            &file,
+            &Self::pod_yaml(namespace, name, &node_name, sa, None),
+        );
+        let netns = format!("mse-{name}");
+        sh(&["ip", "netns", "add", &netns]);
+        let container_id = format!("mse-{name}");
+        let mut pod = Pod {
+            namespace: namespace.into(),
+            name: name.into(),
+            node,
+            netns,
+            container_id,
+            ip: Ipv4Addr::UNSPECIFIED,
+            cni_result: Value::Null,
+            apps: Vec::new(),
+        };
+        // Runtimes bring up the sandbox's loopback with the `loopback` plugin first.
+        self.loopback(&pod);
+        let result = self
+            .cni(&pod, "ADD")
+            .unwrap_or_else(|e| panic!("CNI ADD of {name}: {e}"));
+        pod.ip = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no IP in the CNI result {result}"));
+        pod.cni_result = result;
+        self.apply(
+            &file,
+            &Self::pod_yaml(namespace, name, &node_name, sa, Some(pod.ip)),
+        );
+        self.pods.push(pod);
+        self.pods.len() - 1
+    }
+
+    fn loopback(&self, pod: &Pod) {
+        let mut child = Command::new(Path::new(CNI_BIN).join("loopback"))
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", &pod.container_id)
+            .env("CNI_NETNS", netns_path(&pod.netns))
+            .env("CNI_IFNAME", "lo")
+            .env("CNI_PATH", CNI_BIN)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("loopback plugin");
+        let conf = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "loopback plugin: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    /// The plugins of the chain, as a runtime's `.conflist` would list them.
+    fn chain(&self, node: usize) -> Vec<Value> {
+        let n = &self.nodes[node];
+        vec![
+            json!({
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": format!("10.251.{}.0/24", n.index)}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": self.dir.join("ipam").join(&n.name),
+                },
+            }),
+            json!({
+                "type": "mesh-cni",
+                "run_dir": self.run_dir(node),
+                "pin_root": n.pin_root(),
+                "cluster_dir": self.config_dir(),
+            }),
+        ]
+    }
+
+    /// Runs `command` through the chain like libcni: ADD in order, each plugin getting the
+    /// previous result; DEL in reverse with the cached ADD result; CHECK in order.
+    pub fn cni(&self, pod: &Pod, command: &str) -> Result<Value, String> {
+        let mut plugins = self.chain(pod.node);
+        if command == "DEL" {
+            plugins.reverse();
+        }
+        let mut prev = if command == "ADD" {
+            Value::Null
+        } else {
+            pod.cni_result.clone()
+        };
+        let cni_path = format!("{CNI_BIN}:{}", self.bins.display());
+        for mut conf in plugins {
+            conf["cniVersion"] = json!("1.0.0");
+            conf["name"] = json!(NETWORK);
+            if !prev.is_null() {
+                conf["prevResult"] = prev.clone();
+            }
+            let kind = conf["type"].as_str().unwrap_or_default().to_string();
+            let program = if kind == "mesh-cni" {
+                self.bins.join("mesh-cni")
+            } else {
+                Path::new(CNI_BIN).join(&kind)
+            };
+            let mut child = Command::new("nsenter")
+                .arg(format!(
+                    "--net={}",
+                    netns_path(&self.nodes[pod.node].netns).display()
+                ))
+                .arg(&program)
+                .env("CNI_COMMAND", command)
+                .env("CNI_CONTAINERID", &pod.container_id)
+                .env("CNI_NETNS", netns_path(&pod.netns))
+                .env("CNI_IFNAME", "eth0")
+                .env("CNI_PATH", &cni_path)
+                .env(
+                    "CNI_ARGS",
+                    format!(
+                        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+                        pod.namespace, pod.name, pod.container_id
+                    ),
+                )
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("{kind}: {e}"))?;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(conf.to_string().as_bytes())
+                .map_err(|e| e.to_string())?;
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "{kind} {command} failed: {} {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            if command == "ADD" {
+                prev = serde_json::from_slice(&out.stdout)
+                    .map_err(|e| format!("{kind} printed no result: {e}"))?;
+            }
+        }
+        Ok(prev)
+    }
+
+    /// Runs `python3 -c script args...` inside a pod, in the background.
+    pub fn run_app(&mut self, pod: usize, script: &str, args: &[&str]) {
+        let p = &self.pods[pod];
+        let log = std::fs::File::create(self.log(&format!("app-{}", p.name))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &p.netns, "python3", "-c", script])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.pods[pod].apps.push(child);
+    }
+
+    /// Runs `python3 -c script args...` in a pod and returns its output.
+    pub fn exec(&self, pod: usize, script: &str, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.pods[pod].netns,
+                "python3",
+                "-c",
+                script,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// An HTTP GET to a port inside node `i`'s netns (admin, metrics, readiness).
+    pub fn node_get(&self, i: usize, addr: &str, path: &str) -> Result<String, String> {
+        http_get(&self.nodes[i].netns, addr, path)
+    }
+
+    /// A netns the test creates besides nodes and pods, removed with the cluster.
+    pub fn track_netns(&mut self, name: &str) {
+        self.extra_netns.push(name.to_string());
+    }
+
+    fn remove_leftovers(&self, n: u8) {
+        for i in 1..=n {
+            let base = Path::new(PIN_BASE).join(format!("node{i}"));
+            if let Ok(dir) = std::fs::read_dir(&base) {
+                for e in dir.flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if name.starts_with("mse-") {
+                        let _ = mesh_bpf::pod::detach(&mesh_bpf::PinDir::new(e.path()));
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&base);
+        }
+        let _ = std::fs::remove_dir(PIN_BASE);
+    }
+
+    fn print_logs(&self) {
+        for p in &self.pods {
+            let pins = mesh_bpf::PinDir::new(self.nodes[p.node].pin_root().join(&p.container_id));
+            if let Ok(stats) = mesh_bpf::Stats::read(&pins) {
+                eprintln!("----- capture of {}/{}: {stats}", p.namespace, p.name);
+            }
+            let rules = Command::new("ip").args(["-n", &p.netns, "rule"]).output();
+            if let Ok(out) = rules {
+                eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        let Ok(dir) = std::fs::read_dir(self.dir.join("logs")) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "----- {} (last {} lines)\n{}",
+                e.path().display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+        for pod in &mut self.pods {
+            for app in &mut pod.apps {
+                let _ = app.kill();
+                let _ = app.wait();
+            }
+        }
+        for i in 0..self.nodes.len() {
+            self.kill_ztunnel(i);
+        }
+        self.stop_istiod();
+        let names: Vec<String> = self
+            .pods
+            .iter()
+            .map(|p| p.netns.clone())
+            .chain(self.extra_netns.iter().cloned())
+            .chain(self.nodes.iter().map(|n| n.netns.clone()))
+            .collect();
+        for ns in names {
+            if netns_path(&ns).exists() {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            }
+        }
+        self.remove_leftovers(self.nodes.len() as u8);
+        if self.mounted_bpffs {
+            let _ = Command::new("umount").arg(BPFFS).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ok_200(response: String) -> Result<String, String> {
+    if response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200") {
+        Ok(response)
+    } else {
+        Err(response.lines().next().unwrap_or("").to_string())
+    }
+}
+
+/// A plain HTTP/1.0 GET from inside the netns `netns`; returns the whole response.
+pub fn http_get(netns: &str, addr: &str, path: &str) -> Result<String, String> {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    mesh_bpf::netns::run_in(&netns_path(netns), move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(
+            &addr.parse().map_err(std::io::Error::other)?,
+            Duration::from_secs(2),
+        )?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// The value of the Prometheus sample `name{...}` whose labels include all of `labels`, summed
+/// over the matching series.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
