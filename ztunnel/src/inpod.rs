@@ -13,7 +13,8 @@
 //! Every socket ztunnel makes for the pod is created inside the pod netns and marked
 //! [`PROXY_MARK`], so the pod's routing lets it out instead of capturing it again.
 //! HBONE connections are pooled with Istio's key; open inbound connections are authorized
-//! again on every config change (see `connections`). Not yet: metrics.
+//! again on every config change (see `connections`). Each connection is counted and logged
+//! through `telemetry`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};

@@ -347,3 +347,59 @@ impl Drop for Connection {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(direction: Direction) -> ConnectionInfo {
+        ConnectionInfo {
+            direction,
+            src_addr: "10.0.0.1:40000".parse().unwrap(),
+            src_workload: None,
+            src_identity: Some(Identity::new("cluster.local", "demo", "client")),
+            dst_addr: "10.0.0.2:15008".parse().unwrap(),
+            hbone_addr: Some("10.0.0.2:8080".parse().unwrap()),
+            dst_workload: None,
+            dst_service: None,
+            dst_identity: None,
+            mtls: true,
+        }
+    }
+
+    #[test]
+    fn connections_are_counted_with_istios_labels() {
+        let m = Metrics::default();
+        {
+            let mut c = m.open(info(Direction::Inbound));
+            c.add_bytes(10, 200);
+        }
+        m.failed(&info(Direction::Inbound), "DENY");
+        let text = m.render(1, "");
+        let opened = text
+            .lines()
+            .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+            .unwrap();
+        assert!(opened.starts_with("istio_tcp_connections_opened_total{reporter=\"destination\",source_workload=\"unknown\","), "{opened}");
+        assert!(opened.contains("source_principal=\"spiffe://cluster.local/ns/demo/sa/client\""));
+        assert!(opened.contains("connection_security_policy=\"mutual_tls\""));
+        assert!(opened.ends_with("} 1"));
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_received_bytes_total{") && l.ends_with("} 10")));
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_sent_bytes_total{") && l.ends_with("} 200")));
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_failed_total{")
+                && l.contains("response_flags=\"DENY\"")
+                && l.ends_with("} 1")));
+        assert!(text.contains("workload_manager_active_proxy_count 1"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
