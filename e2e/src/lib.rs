@@ -528,6 +528,35 @@ impl Cluster {
         self.pods[pod].apps.push(child);
     }
 
+    /// Runs `program args...` inside a pod in the background, its output in the cluster's logs
+    /// as `<log>.log`.
+    /// Returns its process id (`ip netns exec` execs the program).
+    pub fn spawn_in_pod(&mut self, pod: usize, log: &str, program: &str, args: &[&str]) -> u32 {
+        let p = &self.pods[pod];
+        let out = std::fs::File::create(self.log(log)).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &p.netns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program} in {}: {e}", p.name));
+        let pid = child.id();
+        self.pods[pod].apps.push(child);
+        pid
+    }
+
+    /// The process id of node `i`'s ztunnel (nsenter execs it, so it is the child's).
+    pub fn ztunnel_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].ztunnel.as_ref().map(Child::id)
+    }
+
+    /// The path of a binary built with the cluster's binaries.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bins.join(name)
+    }
+
     /// Runs `python3 -c script args...` in a pod and returns its output.
     pub fn exec(&self, pod: usize, script: &str, args: &[&str]) -> String {
         let out = Command::new("ip")

@@ -33,7 +33,7 @@ const STREAM_WINDOW: u32 = 4 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
 const FRAME_SIZE: u32 = 1 << 20;
 /// Largest DATA chunk one write sends.
-const WRITE_CHUNK: usize = 64 << 10;
+const WRITE_CHUNK: usize = 256 << 10;
 /// Every data-plane dial gives up after this (Istio's value).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -268,7 +268,7 @@ where
         .send_response(status_only(StatusCode::OK), false)
         .map_err(h2_io)?;
     let mut stream = H2Stream::new(send, body);
-    tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?;
+    crate::splice::copy_bidirectional(&mut stream, &mut upstream).await?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod k8s;
 pub mod mtls;
 pub mod node;
 pub mod proto;
+pub mod splice;
 pub mod tls;
 
 /// Type URL of `istio.workload.Address` resources (workloads and services).

@@ -504,7 +504,7 @@ where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
 {
-    match tokio::io::copy_bidirectional(client, server).await {
+    match mesh_core::splice::copy_bidirectional(client, server).await {
         Ok((up, down)) => conn.add_bytes(up, down),
         Err(e) => conn.set_error(e),
     }

@@ -1,0 +1,516 @@
+//! The data-path benchmark of issue 3 on the two-node local cluster (root only; `e2e/run.sh
+//! bench` runs it with cleanup). Every figure is measured twice in one run, on the same nodes,
+//! bridges and underlay: **direct** between two pods outside the mesh, and **through the mesh**
+//! between two ambient pods (eBPF capture, the client node's ztunnel, HBONE mTLS across the
+//! underlay, the server node's ztunnel). The load comes from the real tools, inside the client
+//! pod's netns:
+//!
+//! * iperf3: one stream, then four;
+//! * wrk against `mesh-echo serve` (`GET /bench`, keep-alive): latency p50/p99 at one
+//!   connection, requests per second at 16 connections;
+//! * wrk with `Connection: close` at 16 connections: new connections per second;
+//! * ztunnel's RSS (`/proc/<pid>/status`) idle and its peak under load, and the CPU seconds of
+//!   both ztunnels (`/proc/<pid>/stat`) per 1,000 keep-alive requests.
+//!
+//! It prints a table with the ratio to direct and the issue's target beside each figure. It does
+//! not fail on a slow run; it fails if the mesh run did not go through the mesh (the server
+//! ztunnel must count the mutual-TLS connections) or a tool reported errors.
+//!
+//! Options: `--seconds N` per measurement (default 5), `--runs N` (default 1; figures are the
+//! median over runs), `--perf DIR` (record both ztunnels with `perf` during the keep-alive load).
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_e2e::*;
+
+const NAMESPACES: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: bench, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: plain}
+"#;
+
+const HTTP_PORT: &str = "8080";
+const IPERF_PORT: &str = "5201";
+
+/// One path under test: a client pod and a server pod on the other node.
+struct Path {
+    label: &'static str,
+    client: usize,
+    server_ip: String,
+}
+
+struct WrkResult {
+    requests: u64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn netns_cmd(netns: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{args:?} failed: {text}"))
+    }
+}
+
+/// `52.00us`, `1.20ms`, `2.00s` in microseconds.
+fn wrk_duration_us(s: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e6)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * scale)
+}
+
+fn parse_wrk(out: &str) -> Result<WrkResult, String> {
+    let mut percentiles = HashMap::new();
+    let (mut requests, mut rps) = (None, None);
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [p, v] if p.ends_with('%') => {
+                percentiles.insert(p.to_string(), wrk_duration_us(v));
+            }
+            ["Requests/sec:", v] => rps = v.parse::<f64>().ok(),
+            [n, "requests", "in", ..] => requests = n.parse::<u64>().ok(),
+            ["Socket", "errors:", ..] | ["Non-2xx", ..] => {
+                return Err(format!("wrk reported errors: {}", line.trim()))
+            }
+            _ => {}
+        }
+    }
+    let pct = |p: &str| percentiles.get(p).copied().flatten();
+    match (requests, rps, pct("50%"), pct("99%")) {
+        (Some(requests), Some(rps), Some(p50_us), Some(p99_us)) => Ok(WrkResult {
+            requests,
+            rps,
+            p50_us,
+            p99_us,
+        }),
+        _ => Err(format!("unexpected wrk output:\n{out}")),
+    }
+}
+
+fn wrk(c: &Cluster, path: &Path, conns: u32, secs: u32, extra: &[&str]) -> WrkResult {
+    let threads = conns.clamp(1, 2).to_string();
+    let (conns, secs) = (conns.to_string(), format!("{secs}s"));
+    let url = format!("http://{}:{HTTP_PORT}/bench", path.server_ip);
+    let mut args = vec![
+        "wrk",
+        "--latency",
+        "-t",
+        &threads,
+        "-c",
+        &conns,
+        "-d",
+        &secs,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let out = netns_cmd(&c.pods[path.client].netns, &args).unwrap_or_else(|e| panic!("{e}"));
+    parse_wrk(&out).unwrap_or_else(|e| panic!("{} path: {e}", path.label))
+}
+
+/// Gbit/s received by the server.
+fn iperf(c: &Cluster, path: &Path, streams: u32, secs: u32) -> f64 {
+    let (streams, secs) = (streams.to_string(), secs.to_string());
+    let args = [
+        "iperf3",
+        "-J",
+        "-c",
+        &path.server_ip,
+        "-p",
+        IPERF_PORT,
+        "-P",
+        &streams,
+        "-t",
+        &secs,
+        "-O",
+        "1",
+    ];
+    let out = netns_cmd(&c.pods[path.client].netns, &args).unwrap_or_else(|e| panic!("{e}"));
+    let json: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("iperf3 printed no JSON ({e}):\n{out}"));
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no sum_received in iperf3's result:\n{out}"))
+        / 1e9
+}
+
+/// Field `VmRSS`/`VmHWM` of a process, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU of a process, in seconds.
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) as f64 / ticks_per_second
+}
+
+/// Samples the RSS of `pids` every 20 ms and keeps the peak of their sum, until dropped.
+struct RssPeak {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssPeak {
+    fn start(pids: Vec<u32>) -> RssPeak {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                for pid in &pids {
+                    p.fetch_max(status_kib(*pid, "VmRSS"), Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        RssPeak {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    values: HashMap<String, Vec<f64>>,
+}
+
+impl Figures {
+    fn add(&mut self, path: &str, figure: &str, v: f64) {
+        self.values
+            .entry(format!("{path}/{figure}"))
+            .or_default()
+            .push(v);
+    }
+
+    /// The median over runs of `figure` on `path`.
+    fn get(&self, path: &str, figure: &str) -> f64 {
+        median(
+            self.values
+                .get(&format!("{path}/{figure}"))
+                .cloned()
+                .unwrap_or_default(),
+        )
+    }
+}
+
+fn arg(name: &str, default: u32) -> u32 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} wants a number, got {v}"))
+        })
+        .unwrap_or(default)
+}
+
+fn main() {
+    if sh(&["id", "-u"]).trim() != "0" {
+        eprintln!("dataplane bench: must run as root (e2e/run.sh bench)");
+        std::process::exit(1);
+    }
+    let secs = arg("--seconds", 5);
+    let runs = arg("--runs", 1);
+    // `--perf DIR`: record both ztunnels with perf during the keep-alive load.
+    let args: Vec<String> = std::env::args().collect();
+    let profile = args
+        .iter()
+        .position(|a| a == "--perf")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    let ticks: f64 = sh(&["getconf", "CLK_TCK"]).trim().parse().unwrap_or(100.0);
+
+    println!("== cluster: 2 nodes, istiod-lite, a ztunnel per node");
+    let mut c = Cluster::up(2);
+    c.apply("namespaces.yaml", NAMESPACES);
+    let client = c.add_pod("bench", "client", 0, "client");
+    let server = c.add_pod("bench", "server", 1, "server");
+    let dclient = c.add_pod("plain", "dclient", 0, "default");
+    let dserver = c.add_pod("plain", "dserver", 1, "default");
+    let echo = c.bin("mesh-echo");
+    let echo = echo.to_str().expect("utf-8 path");
+    let mut server_pids = Vec::new();
+    for (p, name) in [(server, "server"), (dserver, "dserver")] {
+        server_pids.push(c.spawn_in_pod(
+            p,
+            &format!("echo-{name}"),
+            echo,
+            &["serve", "--port", HTTP_PORT, "--name", name],
+        ));
+        c.spawn_in_pod(
+            p,
+            &format!("iperf3-{name}"),
+            "iperf3",
+            &["-s", "-p", IPERF_PORT],
+        );
+    }
+    let mesh = Path {
+        label: "mesh",
+        client,
+        server_ip: c.pods[server].ip.to_string(),
+    };
+    let direct = Path {
+        label: "direct",
+        client: dclient,
+        server_ip: c.pods[dserver].ip.to_string(),
+    };
+    for path in [&direct, &mesh] {
+        let netns = c.pods[path.client].netns.clone();
+        let addr = format!("{}:{HTTP_PORT}", path.server_ip);
+        eventually(
+            &format!("{} path serving", path.label),
+            Duration::from_secs(30),
+            || {
+                http_get(&netns, &addr, "/bench").and_then(|r| {
+                    if r.split_whitespace().nth(1) == Some("200") {
+                        Ok(())
+                    } else {
+                        Err(r)
+                    }
+                })
+            },
+        );
+    }
+    let zt: Vec<u32> = (0..2)
+        .map(|i| c.ztunnel_pid(i).expect("ztunnel running"))
+        .collect();
+
+    println!("== warm-up");
+    for path in [&direct, &mesh] {
+        wrk(&c, path, 16, 1, &[]);
+    }
+    // Idle: the tunnels and certificates exist, no traffic flows.
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss: Vec<u64> = zt.iter().map(|p| status_kib(*p, "VmRSS")).collect();
+    for (i, p) in zt.iter().enumerate() {
+        println!(
+            "  ztunnel node{} idle: RSS {} KiB = anonymous {} + file-backed (code) {} KiB",
+            i + 1,
+            status_kib(*p, "VmRSS"),
+            status_kib(*p, "RssAnon"),
+            status_kib(*p, "RssFile")
+        );
+    }
+
+    let mut f = Figures::default();
+    let peak = RssPeak::start(zt.clone());
+    for run in 1..=runs {
+        println!("== run {run}/{runs} ({secs} s per measurement)");
+        for path in [&direct, &mesh] {
+            let l = path.label;
+            let g1 = iperf(&c, path, 1, secs);
+            let g4 = iperf(&c, path, 4, secs);
+            println!("  {l:6} iperf3: 1 stream {g1:.2} Gbit/s, 4 streams {g4:.2} Gbit/s");
+            let lat = wrk(&c, path, 1, secs, &[]);
+            println!(
+                "  {l:6} wrk 1 conn: p50 {:.0} us, p99 {:.0} us, {:.0} req/s",
+                lat.p50_us, lat.p99_us, lat.rps
+            );
+            let cpu_before: f64 = zt.iter().map(|p| cpu_seconds(*p, ticks)).sum();
+            let srv = if path.label == "mesh" {
+                server_pids[0]
+            } else {
+                server_pids[1]
+            };
+            let srv_before = cpu_seconds(srv, ticks);
+            let perf = profile.filter(|_| path.label == "mesh").map(|dir| {
+                let pids: Vec<String> = zt.iter().map(|p| p.to_string()).collect();
+                Command::new("perf")
+                    .args(["record", "-g", "-o"])
+                    .arg(format!("{dir}/ztunnels.perf.data"))
+                    .args(["-p", &pids.join(",")])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("perf (apt-get install linux-perf)")
+            });
+            let load = wrk(&c, path, 16, secs, &[]);
+            if let Some(mut perf) = perf {
+                let _ = Command::new("kill")
+                    .args(["-INT", &perf.id().to_string()])
+                    .status();
+                let _ = perf.wait();
+            }
+            let cpu = zt.iter().map(|p| cpu_seconds(*p, ticks)).sum::<f64>() - cpu_before;
+            let srv_cpu = cpu_seconds(srv, ticks) - srv_before;
+            println!(
+                "  {l:6} wrk 16 conns: {:.0} req/s, ztunnels {:.3} CPU-s per 1000 req, server {:.3}",
+                load.rps,
+                cpu * 1000.0 / load.requests as f64,
+                srv_cpu * 1000.0 / load.requests as f64
+            );
+            let close = wrk(&c, path, 16, secs, &["-H", "Connection: close"]);
+            println!(
+                "  {l:6} wrk 16 conns, Connection: close: {:.0} conn/s",
+                close.rps
+            );
+            f.add(l, "g1", g1);
+            f.add(l, "g4", g4);
+            f.add(l, "p50", lat.p50_us);
+            f.add(l, "p99", lat.p99_us);
+            f.add(l, "rps", load.rps);
+            f.add(l, "cps", close.rps);
+            f.add(l, "cpu", cpu * 1000.0 / load.requests as f64);
+            f.add(l, "srv", srv_cpu * 1000.0 / load.requests as f64);
+        }
+    }
+    let peak_rss = peak.finish();
+    let hwm: Vec<u64> = zt.iter().map(|p| status_kib(*p, "VmHWM")).collect();
+
+    // The mesh path must really have been the mesh: the server's ztunnel counted mTLS.
+    let metrics = c
+        .node_get(1, "127.0.0.1:15020", "/metrics")
+        .expect("server ztunnel metrics");
+    let mtls = metric(
+        &metrics,
+        "istio_tcp_connections_opened_total",
+        &[
+            ("reporter", "destination"),
+            ("connection_security_policy", "mutual_tls"),
+            ("destination_workload", "server"),
+        ],
+    );
+    assert!(
+        mtls > 1000,
+        "the server's ztunnel counted only {mtls} mTLS connections: the mesh path was not meshed"
+    );
+
+    let echo_rss = status_kib(server_pids[1], "VmRSS");
+    println!("\n== results (median of {runs} run(s), {secs} s each; {mtls} mTLS connections counted by the server ztunnel)");
+    println!("| figure | direct | through the mesh | ratio / added | target | |");
+    println!("|---|---|---|---|---|---|");
+    let ok = |b: bool| if b { "met" } else { "missed" };
+    let ratio_row = |name: &str, unit: &str, d: f64, m: f64, target: f64| {
+        let r = m / d;
+        println!(
+            "| {name} | {d:.2} {unit} | {m:.2} {unit} | {r:.2}x | >= {target:.2}x | {} |",
+            ok(r >= target)
+        );
+    };
+    ratio_row(
+        "iperf3 1 stream",
+        "Gbit/s",
+        f.get("direct", "g1"),
+        f.get("mesh", "g1"),
+        0.40,
+    );
+    ratio_row(
+        "iperf3 4 streams",
+        "Gbit/s",
+        f.get("direct", "g4"),
+        f.get("mesh", "g4"),
+        0.35,
+    );
+    let (d50, m50) = (f.get("direct", "p50"), f.get("mesh", "p50"));
+    println!(
+        "| HTTP p50, 1 conn | {d50:.0} us | {m50:.0} us | +{:.0} us | <= +35 us | {} |",
+        m50 - d50,
+        ok(m50 - d50 <= 35.0)
+    );
+    let (d99, m99) = (f.get("direct", "p99"), f.get("mesh", "p99"));
+    println!(
+        "| HTTP p99, 1 conn | {d99:.0} us | {m99:.0} us | +{:.0} us | <= +100 us | {} |",
+        m99 - d99,
+        ok(m99 - d99 <= 100.0)
+    );
+    ratio_row(
+        "HTTP keep-alive, 16 conns",
+        "req/s",
+        f.get("direct", "rps"),
+        f.get("mesh", "rps"),
+        0.40,
+    );
+    ratio_row(
+        "new connections, 16 conns",
+        "conn/s",
+        f.get("direct", "cps"),
+        f.get("mesh", "cps"),
+        0.15,
+    );
+    println!(
+        "| ztunnel RSS idle (node1, node2) | | {} / {} KiB | | <= 8192 KiB | {} |",
+        idle_rss[0],
+        idle_rss[1],
+        ok(idle_rss.iter().all(|r| *r <= 8192))
+    );
+    println!(
+        "| ztunnel RSS peak under load (sampled; VmHWM {} / {} KiB) | echo server {echo_rss} KiB | {peak_rss} KiB | | | |",
+        hwm[0], hwm[1]
+    );
+    println!(
+        "| CPU-s per 1000 keep-alive req (both ztunnels) | server app {:.4} | {:.4} (server app {:.4}) | | <= 0.025 | {} |",
+        f.get("direct", "srv"),
+        f.get("mesh", "cpu"),
+        f.get("mesh", "srv"),
+        ok(f.get("mesh", "cpu") <= 0.025)
+    );
+}
