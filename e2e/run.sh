@@ -2,6 +2,10 @@
 # Runs the end-to-end tests (root): a two-node local cluster of network namespaces, pods made by
 # the real CNI plugins, istiod-lite and one ztunnel per node as processes. The test removes what
 # it creates when it ends (also on failure); this trap covers a killed run, by exact name.
+#
+#   e2e/run.sh                  the tests (debug build)
+#   e2e/run.sh bench [ARGS]     the data-path benchmark on the same cluster (release build;
+#                               ARGS: --seconds N --runs N), needs iperf3 and wrk
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +15,16 @@ for tool in /usr/lib/cni/bridge /usr/lib/cni/host-local; do
 done
 command -v tcpdump >/dev/null || { echo "e2e: tcpdump missing (apt-get install tcpdump)" >&2; exit 1; }
 command -v nft >/dev/null || { echo "e2e: nft missing (apt-get install nftables)" >&2; exit 1; }
+mode=${1:-test}
+if [ "$mode" = bench ]; then
+    shift
+    for tool in iperf3 wrk; do
+        command -v $tool >/dev/null || { echo "e2e: $tool missing (apt-get install $tool)" >&2; exit 1; }
+    done
+fi
 
-NETNS=(mse-node1 mse-node2 mse-client mse-server mse-local-server mse-legacy)
+PODS=(mse-client mse-server mse-local-server mse-legacy mse-dclient mse-dserver)
+NETNS=(mse-node1 mse-node2 "${PODS[@]}")
 bpffs_before=$(stat -f -c %T /sys/fs/bpf)
 cleanup() {
     for ns in "${NETNS[@]}"; do
@@ -22,7 +34,7 @@ cleanup() {
         fi
     done
     for node in node1 node2; do
-        for pod in mse-client mse-server mse-local-server mse-legacy; do
+        for pod in "${PODS[@]}"; do
             d=/sys/fs/bpf/mse/$node/$pod
             for f in link cfg socks stats; do rm -f "$d/$f"; done
             rmdir "$d" 2>/dev/null || true
@@ -30,11 +42,21 @@ cleanup() {
         rmdir "/sys/fs/bpf/mse/$node" 2>/dev/null || true
     done
     rmdir /sys/fs/bpf/mse 2>/dev/null || true
+    # The meshctl test's cluster: meshctl removes it by the names it recorded.
+    for home in /tmp/meshctl-e2e-*; do
+        [ -d "$home" ] && target/debug/meshctl --home "$home" down --quiet || true
+    done
     if [ "$bpffs_before" != bpf_fs ] && [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ]; then
         umount /sys/fs/bpf
     fi
 }
 trap cleanup EXIT
 
-cargo build --bins --locked
-cargo test -p mesh-e2e --locked --test ambient -- --ignored --nocapture --test-threads=1
+if [ "$mode" = bench ]; then
+    cargo build --release --bins --locked
+    cargo bench -p mesh-e2e --locked --bench dataplane -- "$@"
+else
+    cargo build --bins --locked
+    cargo test -p mesh-e2e --locked --test ambient -- --ignored --nocapture --test-threads=1
+    cargo test -p mesh-e2e --locked --test meshctl -- --ignored --nocapture --test-threads=1
+fi

@@ -1,0 +1,379 @@
+//! `meshctl` end to end, driven only through its command line (as a user would): up (twice),
+//! apply with a bad object among good ones, run pods on two nodes, exec a request that crosses
+//! nodes over mTLS, a denying policy and its status, label/unlabel, zc, a crashed ztunnel
+//! restarted by the supervisor, and down leaving no namespace, pin, process or file.
+//!
+//! Root only; ignored by default. `e2e/run.sh` runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use mesh_e2e::{bin_dir, eventually, http_get, metric};
+
+struct Meshctl {
+    bin: PathBuf,
+    home: PathBuf,
+}
+
+impl Meshctl {
+    fn cmd(&self, args: &[&str]) -> Output {
+        let out = Command::new(&self.bin)
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .output()
+            .expect("running meshctl");
+        println!(
+            "$ meshctl {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(out.status.success(), "meshctl {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Meshctl {
+    fn drop(&mut self) {
+        // Also after a failed check: down removes everything by the names it recorded.
+        let _ = Command::new(&self.bin)
+            .arg("--home")
+            .arg(&self.home)
+            .args(["down", "--quiet"])
+            .status();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  clusterIP: 10.96.250.20
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: broken, namespace: shop}
+spec:
+  action: SOMETIMES
+"#;
+
+const DENY: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-shopper, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules:
+  - from:
+    - source: {principals: ["cluster.local/ns/shop/sa/shopper"]}
+"#;
+
+fn netns_list() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("mc-"))
+        .collect()
+}
+
+fn processes_mentioning(home: &Path) -> Vec<String> {
+    let needle = home.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&needle).then_some(cmd)
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: run e2e/run.sh"]
+fn meshctl_end_to_end() {
+    let bins = bin_dir();
+    assert!(
+        netns_list().is_empty(),
+        "a meshctl cluster already exists on this machine: `sudo meshctl down` first"
+    );
+    let m = Meshctl {
+        bin: bins.join("meshctl"),
+        home: std::env::temp_dir().join(format!("meshctl-e2e-{}", std::process::id())),
+    };
+    let tmp = std::env::temp_dir().join(format!("meshctl-e2e-files-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    // Object commands without a cluster say how to make one.
+    let out = m.cmd(&["get", "pods"]);
+    assert!(!out.status.success() && text(&out).contains("meshctl up"));
+
+    let up = m.ok(&["up", "--nodes", "2"]);
+    assert!(up.contains("meshctl demo"), "up prints what to try next");
+    let again = m.cmd(&["up", "--nodes", "2"]);
+    assert!(again.status.success() && text(&again).contains("already up"));
+
+    // A bad object is refused by name while the others apply.
+    std::fs::write(tmp.join("app.yaml"), APP).unwrap();
+    let app = tmp.join("app.yaml").display().to_string();
+    let out = m.cmd(&["apply", "-f", &app]);
+    let t = text(&out);
+    assert!(!out.status.success(), "a refused object fails the command");
+    assert!(t.contains("namespace/shop created"), "{t}");
+    assert!(t.contains("service/web created"), "{t}");
+    assert!(t.contains("broken"), "the refused object is named: {t}");
+    let out = m.cmd(&["apply", "-f", &app]);
+    assert!(text(&out).contains("namespace/shop unchanged"));
+
+    m.ok(&[
+        "run",
+        "web",
+        "-n",
+        "shop",
+        "--node",
+        "node2",
+        "--port",
+        "8080",
+        "--serviceaccount",
+        "web",
+        "--",
+        "mesh-echo",
+        "serve",
+        "--port",
+        "8080",
+        "--name",
+        "web",
+    ]);
+    m.ok(&[
+        "run",
+        "shopper",
+        "-n",
+        "shop",
+        "--node",
+        "node1",
+        "--serviceaccount",
+        "shopper",
+        "--",
+        "sleep",
+        "infinity",
+    ]);
+    let pods: serde_json::Value =
+        serde_json::from_str(&m.ok(&["get", "pods", "-n", "shop", "-o", "json"])).unwrap();
+    let ip_of = |name: &str| -> String {
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["metadata"]["name"] == name)
+            .and_then(|p| p["status"]["podIP"].as_str())
+            .unwrap_or_else(|| panic!("no IP for {name}: {pods}"))
+            .to_string()
+    };
+    let shopper_ip = ip_of("shopper");
+
+    // Across nodes, by VIP, over mTLS; the server sees the shopper's pod IP.
+    let get = [
+        "exec",
+        "shop/shopper",
+        "--",
+        "mesh-echo",
+        "get",
+        "http://10.96.250.20/",
+    ];
+    let body = eventually(
+        "a request through the mesh",
+        Duration::from_secs(30),
+        || {
+            let out = m.cmd(&get);
+            if out.status.success() {
+                Ok(text(&out))
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    assert!(
+        body.contains(&shopper_ip),
+        "the server saw the client pod's IP: {body}"
+    );
+    let metrics = http_get("mc-node2", "127.0.0.1:15020", "/metrics").unwrap();
+    assert!(
+        metric(
+            &metrics,
+            "istio_tcp_connections_opened_total",
+            &[
+                ("connection_security_policy", "mutual_tls"),
+                (
+                    "source_principal",
+                    "spiffe://cluster.local/ns/shop/sa/shopper"
+                ),
+                (
+                    "destination_principal",
+                    "spiffe://cluster.local/ns/shop/sa/web"
+                ),
+            ]
+        ) >= 1,
+        "node2's ztunnel counted the mTLS connection"
+    );
+
+    // zc shows what node2's ztunnel holds.
+    let zc = m.ok(&["zc", "workloads", "--node", "node2"]);
+    assert!(
+        zc.contains("shopper") && zc.contains("web") && zc.contains("HBONE"),
+        "{zc}"
+    );
+    let certs = m.ok(&["zc", "certificates", "--node", "node2"]);
+    assert!(
+        certs.contains("spiffe://cluster.local/ns/shop/sa/web"),
+        "{certs}"
+    );
+
+    // A denying policy, from the client's side, and its status.
+    std::fs::write(tmp.join("deny.yaml"), DENY).unwrap();
+    let deny = tmp.join("deny.yaml").display().to_string();
+    m.ok(&["apply", "-f", &deny]);
+    eventually("the policy to deny", Duration::from_secs(20), || {
+        let out = m.cmd(&get);
+        if out.status.success() {
+            Err("still allowed".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    let status = eventually("the policy's status", Duration::from_secs(20), || {
+        let y = m.ok(&[
+            "get",
+            "authorizationpolicy",
+            "deny-shopper",
+            "-n",
+            "shop",
+            "-o",
+            "yaml",
+        ]);
+        if y.contains("conditions") {
+            Ok(y)
+        } else {
+            Err(y)
+        }
+    });
+    assert!(
+        status.contains("ztunnel"),
+        "status says where it is enforced: {status}"
+    );
+    m.ok(&["delete", "-f", &deny]);
+    eventually("allowed again", Duration::from_secs(20), || {
+        if m.cmd(&get).status.success() {
+            Ok(())
+        } else {
+            Err("denied".to_string())
+        }
+    });
+
+    // Unlabel: node1's ztunnel stops treating the shopper as ambient; label again: back.
+    m.ok(&["label", "ns", "shop", "istio.io/dataplane-mode-"]);
+    eventually("released", Duration::from_secs(20), || {
+        let zc = m.ok(&["zc", "workloads", "--node", "node1"]);
+        let line = zc
+            .lines()
+            .find(|l| l.contains("shopper"))
+            .unwrap_or("")
+            .to_string();
+        if line.contains("TCP") && !line.contains("HBONE") {
+            Ok(())
+        } else {
+            Err(zc)
+        }
+    });
+    m.ok(&["label", "ns", "shop", "istio.io/dataplane-mode=ambient"]);
+    eventually("enrolled again", Duration::from_secs(20), || {
+        let out = m.cmd(&get);
+        let zc = m.ok(&["zc", "workloads", "--node", "node1"]);
+        let line = zc
+            .lines()
+            .find(|l| l.contains("shopper"))
+            .unwrap_or("")
+            .to_string();
+        if out.status.success() && line.contains("HBONE") {
+            Ok(())
+        } else {
+            Err(zc)
+        }
+    });
+
+    // A crashed ztunnel is restarted by the supervisor, and `status` says so.
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.home.join("status.json")).unwrap()).unwrap();
+    let pid = status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ztunnel-node2")
+        .and_then(|c| c["pid"].as_u64())
+        .expect("ztunnel-node2's pid");
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    eventually("ztunnel-node2 restarted", Duration::from_secs(20), || {
+        let s = m.ok(&["status"]);
+        let line = s
+            .lines()
+            .find(|l| l.starts_with("ztunnel-node2"))
+            .unwrap_or("")
+            .to_string();
+        if line.contains("running") && line.contains("signal 9") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    });
+    eventually("traffic after the restart", Duration::from_secs(30), || {
+        if m.cmd(&get).status.success() {
+            Ok(())
+        } else {
+            Err("no answer".to_string())
+        }
+    });
+
+    // Down leaves nothing behind.
+    m.ok(&["down"]);
+    assert!(
+        netns_list().is_empty(),
+        "namespaces left: {:?}",
+        netns_list()
+    );
+    assert!(!Path::new("/sys/fs/bpf/meshctl").exists(), "pins left");
+    assert!(!m.home.exists(), "files left in {}", m.home.display());
+    let procs = processes_mentioning(&m.home);
+    assert!(procs.is_empty(), "processes left: {procs:?}");
+    let again = m.cmd(&["down"]);
+    assert!(again.status.success() && text(&again).contains("nothing to remove"));
+    let _ = std::fs::remove_dir_all(&tmp);
+}

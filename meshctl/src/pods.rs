@@ -1,0 +1,515 @@
+//! Pods of the local cluster, made the way a kubelet and a container runtime make them:
+//! the Pod object first, then a sandbox network namespace `mc-<namespace>_<name>` set up by the
+//! CNI chain (`loopback`, then Debian's `bridge` + `host-local`, then `mesh-cni`, run with the
+//! `CNI_*` environment and the chained `prevResult` inside the node's namespace), then
+//! `status.podIP`, then the process, which the supervisor runs and restarts.
+//!
+//! Each pod has a record `<home>/pods/<namespace>.<name>.json`: what the supervisor runs and
+//! what `delete` and `down` undo (CNI DEL in reverse order with the cached result).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use mesh_core::k8s::Kind;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::cluster::{
+    self, netns_path, node_name, node_netns, pin_root, pod_subnet, run, write_atomic, Home, Record,
+    CNI_BIN,
+};
+use crate::supervisor::Status;
+use meshctl::objects::Api;
+
+const NETWORK: &str = "meshctl";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub namespace: String,
+    pub name: String,
+    pub node: u8,
+    pub netns: String,
+    pub container_id: String,
+    pub ip: String,
+    pub command: Vec<String>,
+    pub cni_result: Value,
+}
+
+impl PodRecord {
+    fn path(home: &Home, namespace: &str, name: &str) -> PathBuf {
+        home.pods_dir().join(format!("{namespace}.{name}.json"))
+    }
+
+    pub fn load(home: &Home, namespace: &str, name: &str) -> Option<PodRecord> {
+        let bytes = std::fs::read(Self::path(home, namespace, name)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every pod record, sorted by namespace and name.
+    pub fn list(home: &Home) -> Vec<PodRecord> {
+        let mut out: Vec<PodRecord> = std::fs::read_dir(home.pods_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect();
+        out.sort_by(|a: &PodRecord, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        out
+    }
+
+    fn save(&self, home: &Home) -> Result<()> {
+        write_atomic(
+            &Self::path(home, &self.namespace, &self.name),
+            &serde_json::to_vec_pretty(self)?,
+        )
+    }
+
+    /// The supervisor's name for the pod's process.
+    pub fn component(&self) -> String {
+        format!("pod/{}/{}", self.namespace, self.name)
+    }
+
+    pub fn log(&self, home: &Home) -> PathBuf {
+        home.logs()
+            .join("pods")
+            .join(format!("{}.{}.log", self.namespace, self.name))
+    }
+
+    /// The environment of the pod's processes: the project's binaries on PATH (so `mesh-echo`
+    /// runs as it is), and what the downward API would give.
+    pub fn env(&self, bins: &Path) -> Vec<(String, String)> {
+        let path = format!(
+            "{}:{}",
+            bins.display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
+        );
+        vec![
+            ("PATH".into(), path),
+            ("POD_NAME".into(), self.name.clone()),
+            ("POD_NAMESPACE".into(), self.namespace.clone()),
+            ("POD_IP".into(), self.ip.clone()),
+            ("NODE_NAME".into(), node_name(self.node)),
+            ("HOSTNAME".into(), self.name.clone()),
+        ]
+    }
+}
+
+/// What `meshctl run` asks for.
+pub struct RunOptions {
+    pub namespace: String,
+    pub name: String,
+    pub node: Option<String>,
+    pub service_account: String,
+    pub labels: Vec<(String, String)>,
+    pub ports: Vec<u16>,
+    pub command: Vec<String>,
+}
+
+fn loaded_cluster(home: &Home) -> Result<Record> {
+    match Record::load(home)? {
+        Some(r) if cluster::supervisor_alive(home) => Ok(r),
+        Some(_) => bail!("the local cluster is not running (its supervisor is gone): `meshctl down` then `meshctl up`"),
+        None => bail!("no local cluster: start one with `sudo meshctl up`"),
+    }
+}
+
+fn parse_node(record: &Record, node: &str) -> Result<u8> {
+    let n = node
+        .strip_prefix("node")
+        .and_then(|n| n.parse::<u8>().ok())
+        .filter(|n| (1..=record.nodes).contains(n));
+    n.with_context(|| {
+        format!(
+            "no node {node:?}: this cluster has node1..node{}",
+            record.nodes
+        )
+    })
+}
+
+/// `meshctl run`: creates the pod and waits until its process runs.
+pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<()> {
+    cluster::require_root("run")?;
+    let record = loaded_cluster(home)?;
+    let (ns, name) = (opts.namespace.as_str(), opts.name.as_str());
+    if opts.command.is_empty() {
+        bail!("no command: `meshctl run {name} -n {ns} -- CMD ARGS...`");
+    }
+    if api.read(Kind::Namespace, "", ns)?.is_none() {
+        bail!("namespace {ns:?} not found: create it with `meshctl create ns {ns}` (add `--ambient` to enrol it)");
+    }
+    if api.read(Kind::Pod, ns, name)?.is_some() || PodRecord::load(home, ns, name).is_some() {
+        bail!("pod {ns}/{name} already exists: `meshctl delete pod {name} -n {ns}` first");
+    }
+    // bpffs refuses names with a dot, and the container id names the pod's pin directory;
+    // '_' appears in no Kubernetes name, so this stays unique.
+    let netns = format!("mc-{ns}_{}", name.replace('.', "_"));
+    if !mesh_core::node::valid_container_id(&netns) {
+        bail!("pod name {ns}/{name} cannot name a sandbox: use letters, digits, '-' and '.'");
+    }
+    let node = match &opts.node {
+        Some(n) => parse_node(&record, n)?,
+        None => least_loaded(home, record.nodes),
+    };
+    let mut labels = serde_json::Map::new();
+    labels.insert("app".into(), json!(name));
+    for (k, v) in &opts.labels {
+        labels.insert(k.clone(), json!(v));
+    }
+    let ports: Vec<Value> = opts
+        .ports
+        .iter()
+        .map(|p| json!({"containerPort": p, "protocol": "TCP"}))
+        .collect();
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "nodeName": node_name(node),
+            "serviceAccountName": opts.service_account,
+            "containers": [{"name": name, "command": opts.command, "ports": ports}],
+        },
+        "status": {"phase": "Pending"},
+    });
+    api.put(pod.clone())
+        .with_context(|| format!("pod {ns}/{name} is not valid"))?;
+
+    let mut rec = PodRecord {
+        namespace: ns.into(),
+        name: name.into(),
+        node,
+        netns: netns.clone(),
+        container_id: netns.clone(),
+        ip: String::new(),
+        command: resolve_command(&record.bins, &opts.command),
+        cni_result: Value::Null,
+    };
+    // Recorded before the sandbox exists, so a failure below is undone by name.
+    rec.save(home)?;
+    let made = (|| -> Result<()> {
+        run("ip", &["netns", "add", &netns])?;
+        loopback(&rec)?;
+        rec.cni_result = cni(home, &rec, "ADD")?;
+        rec.ip = rec.cni_result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .context("the CNI chain gave no IP")?
+            .to_string();
+        pod["status"] = json!({"phase": "Running", "podIP": rec.ip, "podIPs": [{"ip": rec.ip}],
+            "containerStatuses": [{"name": name, "ready": true, "restartCount": 0}]});
+        api.put(pod.clone())?;
+        rec.save(home)
+    })();
+    if let Err(e) = made {
+        teardown(home, &rec);
+        let _ = api.remove(Kind::Pod, ns, name);
+        return Err(e.context(format!("creating pod {ns}/{name}")));
+    }
+    let component = rec.component();
+    cluster::wait_for(
+        &format!("pod {ns}/{name} to start"),
+        Duration::from_secs(10),
+        || match Status::load(home)
+            .and_then(|s| s.components.into_iter().find(|c| c.name == component))
+        {
+            Some(c) if c.state == "running" => Ok(()),
+            other => bail!("{other:?}"),
+        },
+    )?;
+    let captured = pin_root(node).join(&rec.container_id).exists();
+    println!(
+        "pod/{name} created in namespace {ns} on {} with IP {}{}",
+        node_name(node),
+        rec.ip,
+        if captured {
+            " (ambient: its traffic is captured by the node's ztunnel)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// A bare program name that is one of ours runs from our binary directory.
+fn resolve_command(bins: &Path, command: &[String]) -> Vec<String> {
+    let mut out = command.to_vec();
+    if let Some(first) = out.first_mut() {
+        if !first.contains('/') {
+            let ours = bins.join(&*first);
+            if ours.exists() {
+                *first = ours.display().to_string();
+            } else if let Some(found) = which(first) {
+                *first = found;
+            }
+        }
+    }
+    out
+}
+
+fn which(program: &str) -> Option<String> {
+    std::env::var("PATH").ok()?.split(':').find_map(|d| {
+        let p = Path::new(d).join(program);
+        p.is_file().then(|| p.display().to_string())
+    })
+}
+
+fn least_loaded(home: &Home, nodes: u8) -> u8 {
+    let pods = PodRecord::list(home);
+    (1..=nodes)
+        .min_by_key(|n| pods.iter().filter(|p| p.node == *n).count())
+        .unwrap_or(1)
+}
+
+fn loopback(rec: &PodRecord) -> Result<()> {
+    let conf = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
+    invoke(
+        &Path::new(CNI_BIN).join("loopback"),
+        None,
+        rec,
+        "ADD",
+        "lo",
+        &conf,
+    )
+    .map(|_| ())
+}
+
+/// The chain as a runtime's `.conflist` lists it.
+fn chain(home: &Home, node: u8) -> Vec<Value> {
+    vec![
+        json!({
+            "type": "bridge",
+            "bridge": "cni0",
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": pod_subnet(node)}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": home.ipam_dir(node),
+            },
+        }),
+        json!({
+            "type": "mesh-cni",
+            "run_dir": home.run_dir(node),
+            "pin_root": pin_root(node),
+            "cluster_dir": home.config_dir(),
+        }),
+    ]
+}
+
+/// Runs `command` through the chain like libcni: ADD in order, each plugin getting the previous
+/// result; DEL in reverse with the cached ADD result.
+fn cni(home: &Home, rec: &PodRecord, command: &str) -> Result<Value> {
+    let bins = Record::load(home)?.map(|r| r.bins).unwrap_or_default();
+    let mut plugins = chain(home, rec.node);
+    if command == "DEL" {
+        plugins.reverse();
+    }
+    let mut prev = if command == "ADD" {
+        Value::Null
+    } else {
+        rec.cni_result.clone()
+    };
+    for mut conf in plugins {
+        conf["cniVersion"] = json!("1.0.0");
+        conf["name"] = json!(NETWORK);
+        if !prev.is_null() {
+            conf["prevResult"] = prev.clone();
+        }
+        let kind = conf["type"].as_str().unwrap_or_default().to_string();
+        let program = if kind == "mesh-cni" {
+            bins.join("mesh-cni")
+        } else {
+            Path::new(CNI_BIN).join(&kind)
+        };
+        let out = invoke(&program, Some(rec.node), rec, command, "eth0", &conf)?;
+        if command == "ADD" {
+            prev = serde_json::from_slice(&out)
+                .with_context(|| format!("{kind} printed no CNI result"))?;
+        }
+    }
+    Ok(prev)
+}
+
+fn invoke(
+    program: &Path,
+    node: Option<u8>,
+    rec: &PodRecord,
+    command: &str,
+    ifname: &str,
+    conf: &Value,
+) -> Result<Vec<u8>> {
+    let mut cmd = match node {
+        Some(n) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", netns_path(&node_netns(n)).display()))
+                .arg("--")
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let mut child = cmd
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", &rec.container_id)
+        .env("CNI_NETNS", netns_path(&rec.netns))
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", CNI_BIN)
+        .env(
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+                rec.namespace, rec.name, rec.container_id
+            ),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", program.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(conf.to_string().as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "CNI {command} by {} failed: {} {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// Undoes a pod's sandbox, whatever state it is in: the supervisor stops its process when the
+/// record goes; CNI DEL releases the IP, capture rules and pins; then the namespace goes.
+pub fn teardown(home: &Home, rec: &PodRecord) {
+    let _ = std::fs::remove_file(PodRecord::path(home, &rec.namespace, &rec.name));
+    if netns_path(&rec.netns).exists() {
+        cluster::kill_netns_processes(&rec.netns);
+        if !rec.cni_result.is_null() {
+            if let Err(e) = cni(home, rec, "DEL") {
+                eprintln!("warning: {e}");
+            }
+        }
+        let _ = run("ip", &["netns", "del", &rec.netns]);
+    }
+    let pins = pin_root(rec.node).join(&rec.container_id);
+    if pins.exists() {
+        let _ = mesh_bpf::pod::detach(&mesh_bpf::PinDir::new(pins));
+    }
+}
+
+/// `meshctl delete pod NAME -n NS`.
+pub fn delete_pod(home: &Home, api: &Api, namespace: &str, name: &str) -> Result<()> {
+    cluster::require_root("delete pod")?;
+    let rec = PodRecord::load(home, namespace, name);
+    let object = api.remove(Kind::Pod, namespace, name)?;
+    match rec {
+        Some(rec) => teardown(home, &rec),
+        None if !object => {
+            bail!("pod {namespace}/{name} not found (`meshctl get pods -n {namespace}` lists them)")
+        }
+        None => {}
+    }
+    println!("pod/{name} deleted");
+    Ok(())
+}
+
+/// `meshctl exec NS/POD -- CMD`: runs in the pod's network namespace, in the foreground;
+/// returns its exit code.
+pub fn exec(home: &Home, namespace: &str, name: &str, command: &[String]) -> Result<i32> {
+    cluster::require_root("exec")?;
+    let rec = PodRecord::load(home, namespace, name).with_context(|| {
+        format!("pod {namespace}/{name} not found (`meshctl get pods -A` lists them)")
+    })?;
+    if command.is_empty() {
+        bail!("no command: `meshctl exec {namespace}/{name} -- CMD ARGS...`");
+    }
+    let bins = Record::load(home)?.map(|r| r.bins).unwrap_or_default();
+    let command = resolve_command(&bins, command);
+    let status = Command::new("nsenter")
+        .arg(format!("--net={}", netns_path(&rec.netns).display()))
+        .arg("--")
+        .args(&command)
+        .envs(rec.env(&bins))
+        .status()
+        .with_context(|| format!("running {}", command[0]))?;
+    Ok(status.code().unwrap_or(128))
+}
+
+/// Runs a command in a pod's network namespace and returns its exit code and output (stdout
+/// then stderr).
+pub fn exec_capture(
+    home: &Home,
+    namespace: &str,
+    name: &str,
+    command: &[&str],
+) -> Result<(i32, String)> {
+    let rec = PodRecord::load(home, namespace, name)
+        .with_context(|| format!("pod {namespace}/{name} not found"))?;
+    let bins = Record::load(home)?.map(|r| r.bins).unwrap_or_default();
+    let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+    let command = resolve_command(&bins, &command);
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns_path(&rec.netns).display()))
+        .arg("--")
+        .args(&command)
+        .envs(rec.env(&bins))
+        .output()
+        .with_context(|| format!("running {}", command[0]))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.code().unwrap_or(128), text))
+}
+
+/// The log file of a pod or a component (`istiod-lite`, `ztunnel-node1`, `supervisor`).
+pub fn log_path(home: &Home, namespace: &str, target: &str) -> Result<PathBuf> {
+    if let Some(rec) = PodRecord::load(home, namespace, target) {
+        return Ok(rec.log(home));
+    }
+    let component = home.log(target);
+    if component.exists() {
+        return Ok(component);
+    }
+    bail!(
+        "no pod {namespace}/{target} and no component {target:?}: logs exist for pods, \
+         istiod-lite, ztunnel-node<N> and supervisor"
+    )
+}
+
+/// `meshctl logs`: prints the log, and with `follow` keeps printing what is appended.
+pub fn logs(path: &Path, follow: bool, tail: Option<usize>) -> Result<()> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut offset = text.len() as u64;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    let from = tail.map_or(0, |n| lines.len().saturating_sub(n));
+    let mut stdout = std::io::stdout();
+    for l in &lines[from..] {
+        writeln!(stdout, "{l}")?;
+    }
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(bytes) = std::fs::read(path) else {
+            break; // the pod was deleted
+        };
+        if (bytes.len() as u64) > offset {
+            stdout.write_all(&bytes[offset as usize..])?;
+            stdout.flush()?;
+        }
+        offset = bytes.len() as u64;
+    }
+    Ok(())
+}
