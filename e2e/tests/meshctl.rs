@@ -1,7 +1,8 @@
 //! `meshctl` end to end, driven only through its command line (as a user would): up (twice),
 //! apply with a bad object among good ones, run pods on two nodes, exec a request that crosses
 //! nodes over mTLS, a denying policy and its status, label/unlabel, zc, a crashed ztunnel
-//! restarted by the supervisor, and down leaving no namespace, pin, process or file.
+//! restarted by the supervisor, waypoints, a non-root user, a crashed supervisor (up cleans the
+//! broken cluster first), and down leaving no namespace, pin, process or file.
 //!
 //! Root only; ignored by default. `e2e/run.sh` runs it.
 
@@ -361,6 +362,58 @@ fn meshctl_end_to_end() {
             Err("no answer".to_string())
         }
     });
+
+    // Waypoints: the Gateway is managed; status says plainly that no proxy runs yet.
+    let w = m.ok(&["waypoint", "apply", "-n", "shop"]);
+    assert!(w.contains("waypoint"), "{w}");
+    let out = m.cmd(&["waypoint", "status", "-n", "shop"]);
+    assert!(text(&out).contains("no waypoint proxy"), "{}", text(&out));
+    let list = m.ok(&["waypoint", "list", "-n", "shop"]);
+    assert!(list.contains("waypoint"), "{list}");
+    m.ok(&["waypoint", "delete", "-n", "shop"]);
+
+    // Only root may make a cluster, and the message says how.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&m.bin)
+        .arg("--home")
+        .arg(std::env::temp_dir().join("meshctl-e2e-nonroot"))
+        .arg("up")
+        .output()
+        .expect("setpriv");
+    assert!(
+        !out.status.success() && text(&out).contains("sudo meshctl up"),
+        "{}",
+        text(&out)
+    );
+
+    // A crashed supervisor: `status` says so, and `up` removes the broken cluster and makes a
+    // new one, leaving nothing of the old one behind.
+    let sup: u32 = std::fs::read_to_string(m.home.join("supervisor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    Command::new("kill")
+        .args(["-9", &sup.to_string()])
+        .status()
+        .unwrap();
+    eventually("the supervisor gone", Duration::from_secs(10), || {
+        let s = m.ok(&["status"]);
+        if s.contains("NOT RUNNING") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    });
+    let out = m.cmd(&["up", "--nodes", "2"]);
+    assert!(out.status.success(), "up after a crash");
+    assert!(text(&out).contains("removing it first"), "{}", text(&out));
+    let pods = m.ok(&["get", "pods", "-A"]);
+    assert!(
+        !pods.contains("shopper"),
+        "the new cluster starts empty: {pods}"
+    );
 
     // Down leaves nothing behind.
     m.ok(&["down"]);

@@ -1287,20 +1287,21 @@ fn load_file(path: &Path) -> Result<Option<Value>, ApiError> {
     Ok(Some(value))
 }
 
+/// The entries of `dir`; none when it does not exist.
+fn entries(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
+    match std::fs::read_dir(dir) {
+        Ok(e) => Ok(e.flatten().map(|e| e.path()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ApiError::Unreadable {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
 fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(ApiError::Unreadable {
-                path: dir.display().to_string(),
-                reason: e.to_string(),
-            })
-        }
-    };
-    Ok(entries
-        .flatten()
-        .map(|e| e.path())
+    Ok(entries(dir)?
+        .into_iter()
         .filter(|p| p.is_dir())
         .filter(|p| {
             p.file_name()
@@ -1312,19 +1313,8 @@ fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
 
 /// The object files of one scope directory (temporary files are hidden and skipped).
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(ApiError::Unreadable {
-                path: dir.display().to_string(),
-                reason: e.to_string(),
-            })
-        }
-    };
-    Ok(entries
-        .flatten()
-        .map(|e| e.path())
+    Ok(entries(dir)?
+        .into_iter()
         .filter(|p| {
             p.extension().is_some_and(|e| e == "yaml")
                 && p.file_stem()

@@ -167,20 +167,21 @@ fn to_kubectl_json(value: &Value) -> anyhow::Result<String> {
 }
 
 /// Columns padded to the widest cell, three spaces apart, like kubectl's tables.
-pub(crate) struct Table {
+/// Rows printed as aligned columns, like kubectl's tables.
+pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub(crate) fn new(header: &[&str]) -> Table {
+    pub fn new(header: &[&str]) -> Table {
         Table {
             header: header.iter().map(|h| h.to_string()).collect(),
             rows: Vec::new(),
         }
     }
 
-    pub(crate) fn push(&mut self, row: Vec<String>) {
+    pub fn push(&mut self, row: Vec<String>) {
         self.rows.push(row);
     }
 
@@ -192,7 +193,7 @@ impl Table {
         }
     }
 
-    pub(crate) fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+    pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let lines = std::iter::once(&self.header).chain(&self.rows);
         let mut widths = vec![0; self.header.len()];
         for line in lines.clone() {

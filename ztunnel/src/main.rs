@@ -1,7 +1,8 @@
 //! `ztunnel`: see `app.rs` for what it does and `--help` for how to run it.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 fn main() -> std::process::ExitCode {
     let config = ztunnel::app::Config::parse();
@@ -25,14 +26,23 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: ztunnel::app::Config) -> std::process::ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `RUST_LOG` as a list of `target=level` directives (e.g. `info,ztunnel::inpod=debug`).
+    // Targets instead of EnvFilter: no regex engine in the node proxy's resident code.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) => spec.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("ztunnel: RUST_LOG={spec:?} is not a list of target=level directives ({e}); using info");
+            Targets::new().with_default(tracing::Level::INFO)
+        }),
+        Err(_) => Targets::new().with_default(tracing::Level::INFO),
+    };
     if config.log_format == "json" {
         tracing_subscriber::fmt()
             .json()
-            .with_env_filter(filter)
+            .finish()
+            .with(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt().finish().with(filter).init();
     }
     let running = match ztunnel::app::start(config).await {
         Ok(r) => r,
