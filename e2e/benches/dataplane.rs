@@ -224,6 +224,33 @@ impl RssPeak {
     }
 }
 
+/// `perf record` of the ztunnels while it lives (`<dir>/<name>.perf.data`).
+struct Perf(std::process::Child);
+
+impl Perf {
+    fn start(dir: &str, name: &str, pids: &[u32]) -> Perf {
+        let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+        let child = Command::new("perf")
+            .args(["record", "-g", "-o"])
+            .arg(format!("{dir}/{name}.perf.data"))
+            .args(["-p", &pids.join(",")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf (apt-get install linux-perf)");
+        Perf(child)
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -367,7 +394,11 @@ fn main() {
         println!("== run {run}/{runs} ({secs} s per measurement)");
         for path in [&direct, &mesh] {
             let l = path.label;
+            let perf = profile
+                .filter(|_| path.label == "mesh")
+                .map(|dir| Perf::start(dir, "stream", &zt));
             let g1 = iperf(&c, path, 1, secs);
+            drop(perf);
             let g4 = iperf(&c, path, 4, secs);
             println!("  {l:6} iperf3: 1 stream {g1:.2} Gbit/s, 4 streams {g4:.2} Gbit/s");
             let lat = wrk(&c, path, 1, secs, &[]);
@@ -382,24 +413,11 @@ fn main() {
                 server_pids[1]
             };
             let srv_before = cpu_seconds(srv, ticks);
-            let perf = profile.filter(|_| path.label == "mesh").map(|dir| {
-                let pids: Vec<String> = zt.iter().map(|p| p.to_string()).collect();
-                Command::new("perf")
-                    .args(["record", "-g", "-o"])
-                    .arg(format!("{dir}/ztunnels.perf.data"))
-                    .args(["-p", &pids.join(",")])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .expect("perf (apt-get install linux-perf)")
-            });
+            let perf = profile
+                .filter(|_| path.label == "mesh")
+                .map(|dir| Perf::start(dir, "keepalive", &zt));
             let load = wrk(&c, path, 16, secs, &[]);
-            if let Some(mut perf) = perf {
-                let _ = Command::new("kill")
-                    .args(["-INT", &perf.id().to_string()])
-                    .status();
-                let _ = perf.wait();
-            }
+            drop(perf);
             let cpu = zt.iter().map(|p| cpu_seconds(*p, ticks)).sum::<f64>() - cpu_before;
             let srv_cpu = cpu_seconds(srv, ticks) - srv_before;
             println!(

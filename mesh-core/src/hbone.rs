@@ -98,6 +98,181 @@ impl H2Stream {
     }
 }
 
+/// First read size of a tunnel's upload direction; doubled while reads fill it.
+const FIRST_READ: usize = 16 << 10;
+/// Largest read of a tunnel's upload direction.
+const MAX_READ: usize = 256 << 10;
+
+impl H2Stream {
+    /// Carries bytes between this tunnel and `io` until both directions have ended (a
+    /// half-close is passed on each way); returns the bytes `io` -> tunnel and tunnel -> `io`.
+    ///
+    /// Unlike copying through the `AsyncRead`/`AsyncWrite` impls, no byte is copied in user
+    /// space: reads from `io` land in a buffer that is handed to HTTP/2 as it is (and reused
+    /// once HTTP/2 has sent it), and received DATA is written to `io` straight from HTTP/2's
+    /// own buffer.
+    pub async fn splice<T>(self, io: &mut T) -> io::Result<(u64, u64)>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    {
+        let H2Stream {
+            mut send,
+            mut recv,
+            pending,
+            read_eof,
+            write_closed,
+        } = self;
+        let mut up = Upload {
+            buf: bytes::BytesMut::new(),
+            chunk: Bytes::new(),
+            want: FIRST_READ,
+            read_done: write_closed,
+            done: write_closed,
+            copied: 0,
+        };
+        let mut down = Download {
+            chunk: pending,
+            eof: read_eof,
+            done: false,
+            need_flush: false,
+            copied: 0,
+        };
+        std::future::poll_fn(|cx| {
+            if !up.done {
+                if let Poll::Ready(Err(e)) = up.poll(cx, &mut *io, &mut send) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if !down.done {
+                if let Poll::Ready(Err(e)) = down.poll(cx, &mut recv, &mut *io) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if up.done && down.done {
+                Poll::Ready(Ok((up.copied, down.copied)))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// `io` -> tunnel.
+struct Upload {
+    buf: bytes::BytesMut,
+    /// Read and not yet given to HTTP/2.
+    chunk: Bytes,
+    want: usize,
+    read_done: bool,
+    done: bool,
+    copied: u64,
+}
+
+impl Upload {
+    fn poll<T: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut T,
+        send: &mut SendStream<Bytes>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.chunk.is_empty() {
+                if self.read_done {
+                    // END_STREAM: the peer sees our half-close.
+                    if let Err(e) = send.send_data(Bytes::new(), true) {
+                        if !is_graceful_reset(&e) {
+                            return Poll::Ready(Err(h2_io(e)));
+                        }
+                    }
+                    self.done = true;
+                    return Poll::Ready(Ok(()));
+                }
+                // Reuses the allocation once HTTP/2 has dropped the chunks it sent.
+                self.buf.reserve(self.want);
+                let n = std::task::ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(&mut *io),
+                    cx,
+                    &mut self.buf
+                ))?;
+                if n == 0 {
+                    self.read_done = true;
+                    continue;
+                }
+                if n >= self.want && self.want < MAX_READ {
+                    self.want = (self.want * 2).min(MAX_READ);
+                }
+                self.chunk = self.buf.split().freeze();
+            }
+            send.reserve_capacity(self.chunk.len());
+            match std::task::ready!(send.poll_capacity(cx)) {
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
+                Some(Ok(0)) => continue,
+                Some(Ok(n)) => {
+                    let part = self.chunk.split_to(n.min(self.chunk.len()));
+                    self.copied += part.len() as u64;
+                    send.send_data(part, false).map_err(h2_io)?;
+                }
+            }
+        }
+    }
+}
+
+/// Tunnel -> `io`.
+struct Download {
+    /// Received and not yet written.
+    chunk: Bytes,
+    eof: bool,
+    done: bool,
+    need_flush: bool,
+    copied: u64,
+}
+
+impl Download {
+    fn poll<T: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        recv: &mut RecvStream,
+        io: &mut T,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            while !self.chunk.is_empty() {
+                let n = std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.chunk))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.chunk.advance(n);
+                self.copied += n as u64;
+                self.need_flush = true;
+            }
+            if self.eof {
+                std::task::ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                std::task::ready!(Pin::new(&mut *io).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            match recv.poll_data(cx) {
+                Poll::Pending => {
+                    if self.need_flush {
+                        std::task::ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                        self.need_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => self.eof = true,
+                Poll::Ready(Some(Ok(data))) => {
+                    // Give the window back as soon as the bytes are ours.
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    self.chunk = data;
+                }
+                Poll::Ready(Some(Err(e))) if is_graceful_reset(&e) => self.eof = true,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_io(e))),
+            }
+        }
+    }
+}
+
 fn h2_io(e: h2::Error) -> io::Error {
     if e.is_io() {
         e.into_io()
@@ -267,8 +442,7 @@ where
     let send = respond
         .send_response(status_only(StatusCode::OK), false)
         .map_err(h2_io)?;
-    let mut stream = H2Stream::new(send, body);
-    crate::splice::copy_bidirectional(&mut stream, &mut upstream).await?;
+    H2Stream::new(send, body).splice(&mut upstream).await?;
     Ok(())
 }
 

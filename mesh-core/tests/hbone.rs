@@ -181,6 +181,46 @@ async fn a_tunnel_carries_bytes_both_ways_and_the_server_sees_the_client_identit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splice_carries_a_connection_through_a_tunnel_and_passes_half_closes() {
+    let ca = TestCa::new();
+    let (server, _seen) = hbone_server(&ca.issue(B)).await;
+    let echo = echo_server().await;
+    let conn = client(&ca.issue(A), server, B).await.unwrap();
+    let tunnel = conn
+        .connect(&echo.to_string(), HeaderMap::new())
+        .await
+        .unwrap();
+    // The app's connection, as ztunnel's outbound side holds it.
+    let (mut app, mut proxied) = tokio::io::duplex(64 << 10);
+    let splice = tokio::spawn(async move { tunnel.splice(&mut proxied).await });
+    let payload: Vec<u8> = (0..9 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let (mut r, mut w) = tokio::io::split(&mut app);
+    let sent = payload.clone();
+    let writer = async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let reader = async move {
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await.unwrap();
+        back
+    };
+    let (_, back) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(writer, reader)
+    })
+    .await
+    .expect("the echo must complete");
+    assert!(
+        back == payload,
+        "echoed bytes differ ({} of {})",
+        back.len(),
+        payload.len()
+    );
+    let (up, down) = splice.await.unwrap().expect("splice ends cleanly");
+    assert_eq!((up, down), (payload.len() as u64, payload.len() as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tunnels_share_one_connection() {
     let ca = TestCa::new();
     let (server, _seen) = hbone_server(&ca.issue(B)).await;

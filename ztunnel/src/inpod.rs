@@ -318,7 +318,7 @@ async fn outbound(
                 let tls = hbone::tls_over(tcp, next_hop, config).await?;
                 hbone::Connection::open(tls).await
             };
-            let (mut tunnel, dialled) = shared
+            let (tunnel, dialled) = shared
                 .pool
                 .connect(&key, &authority.to_string(), headers, dial_conn)
                 .await
@@ -340,7 +340,10 @@ async fn outbound(
                 .outbound_hbone
                 .fetch_add(1, Ordering::Relaxed);
             let mut conn = shared.metrics.open(info);
-            splice(&mut conn, &mut downstream, &mut tunnel).await;
+            match tunnel.splice(&mut downstream).await {
+                Ok((up, down)) => conn.add_bytes(up, down),
+                Err(e) => conn.set_error(e),
+            }
         }
         Route::Passthrough { target } => {
             let mut upstream = dial(&pod.netns, target, None)
