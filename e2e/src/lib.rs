@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use meshctl::cni::{Chain, Sandbox};
 use serde_json::{json, Value};
 
 pub const PIN_BASE: &str = "/sys/fs/bpf/mse";
@@ -392,125 +393,63 @@ impl Cluster {
         self.pods.len() - 1
     }
 
-    fn loopback(&self, pod: &Pod) {
-        let mut child = Command::new(Path::new(CNI_BIN).join("loopback"))
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", &pod.container_id)
-            .env("CNI_NETNS", netns_path(&pod.netns))
-            .env("CNI_IFNAME", "lo")
-            .env("CNI_PATH", CNI_BIN)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("loopback plugin");
-        let conf = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "loopback plugin: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-
-    /// The plugins of the chain, as a runtime's `.conflist` would list them.
-    fn chain(&self, node: usize) -> Vec<Value> {
+    /// The chain as a runtime's `.conflist` lists it, run in the pod's node.
+    fn chain(&self, node: usize) -> Chain {
         let n = &self.nodes[node];
-        vec![
-            json!({
-                "type": "bridge",
-                "bridge": "cni0",
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": format!("10.251.{}.0/24", n.index)}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": self.dir.join("ipam").join(&n.name),
-                },
-            }),
-            json!({
-                "type": "mesh-cni",
-                "run_dir": self.run_dir(node),
-                "pin_root": n.pin_root(),
-                "cluster_dir": self.config_dir(),
-            }),
-        ]
+        Chain {
+            network: NETWORK.to_string(),
+            plugins: vec![
+                json!({
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": format!("10.251.{}.0/24", n.index)}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": self.dir.join("ipam").join(&n.name),
+                    },
+                }),
+                json!({
+                    "type": "mesh-cni",
+                    "run_dir": self.run_dir(node),
+                    "pin_root": n.pin_root(),
+                    "cluster_dir": self.config_dir(),
+                }),
+            ],
+            plugin_dirs: vec![PathBuf::from(CNI_BIN), self.bins.clone()],
+            node_netns: Some(netns_path(&n.netns)),
+        }
     }
 
-    /// Runs `command` through the chain like libcni: ADD in order, each plugin getting the
-    /// previous result; DEL in reverse with the cached ADD result; CHECK in order.
+    fn loopback(&self, pod: &Pod) {
+        self.chain(pod.node)
+            .loopback(&Self::sandbox(pod, &netns_path(&pod.netns)))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn sandbox<'a>(pod: &'a Pod, netns: &'a Path) -> Sandbox<'a> {
+        Sandbox {
+            container_id: &pod.container_id,
+            netns,
+            namespace: &pod.namespace,
+            name: &pod.name,
+        }
+    }
+
+    /// Runs `command` (ADD, CHECK or DEL) through the chain like libcni (`meshctl::cni`).
     pub fn cni(&self, pod: &Pod, command: &str) -> Result<Value, String> {
-        let mut plugins = self.chain(pod.node);
-        if command == "DEL" {
-            plugins.reverse();
-        }
-        let mut prev = if command == "ADD" {
-            Value::Null
-        } else {
-            pod.cni_result.clone()
+        let chain = self.chain(pod.node);
+        let netns = netns_path(&pod.netns);
+        let sb = Self::sandbox(pod, &netns);
+        let result = match command {
+            "ADD" => chain.add(&sb),
+            "CHECK" => chain.check(&sb, &pod.cni_result).map(|()| Value::Null),
+            "DEL" => chain.del(&sb, &pod.cni_result).map(|()| Value::Null),
+            other => return Err(format!("unknown CNI command {other}")),
         };
-        let cni_path = format!("{CNI_BIN}:{}", self.bins.display());
-        for mut conf in plugins {
-            conf["cniVersion"] = json!("1.0.0");
-            conf["name"] = json!(NETWORK);
-            if !prev.is_null() {
-                conf["prevResult"] = prev.clone();
-            }
-            let kind = conf["type"].as_str().unwrap_or_default().to_string();
-            let program = if kind == "mesh-cni" {
-                self.bins.join("mesh-cni")
-            } else {
-                Path::new(CNI_BIN).join(&kind)
-            };
-            let mut child = Command::new("nsenter")
-                .arg(format!(
-                    "--net={}",
-                    netns_path(&self.nodes[pod.node].netns).display()
-                ))
-                .arg(&program)
-                .env("CNI_COMMAND", command)
-                .env("CNI_CONTAINERID", &pod.container_id)
-                .env("CNI_NETNS", netns_path(&pod.netns))
-                .env("CNI_IFNAME", "eth0")
-                .env("CNI_PATH", &cni_path)
-                .env(
-                    "CNI_ARGS",
-                    format!(
-                        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
-                        pod.namespace, pod.name, pod.container_id
-                    ),
-                )
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("{kind}: {e}"))?;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(conf.to_string().as_bytes())
-                .map_err(|e| e.to_string())?;
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!(
-                    "{kind} {command} failed: {} {}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            if command == "ADD" {
-                prev = serde_json::from_slice(&out.stdout)
-                    .map_err(|e| format!("{kind} printed no result: {e}"))?;
-            }
-        }
-        Ok(prev)
+        result.map_err(|e| e.to_string())
     }
 
     /// Runs `python3 -c script args...` inside a pod, in the background.

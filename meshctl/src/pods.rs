@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -22,6 +22,7 @@ use crate::cluster::{
     CNI_BIN,
 };
 use crate::supervisor::Status;
+use meshctl::cni::{Chain, Sandbox};
 use meshctl::objects::Api;
 
 const NETWORK: &str = "meshctl";
@@ -192,8 +193,9 @@ pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<()> {
     rec.save(home)?;
     let made = (|| -> Result<()> {
         run("ip", &["netns", "add", &netns])?;
-        loopback(&rec)?;
-        rec.cni_result = cni(home, &rec, "ADD")?;
+        let chain = chain(home, node)?;
+        with_sandbox(&rec, |sb| chain.loopback(sb))?;
+        rec.cni_result = with_sandbox(&rec, |sb| chain.add(sb))?;
         rec.ip = rec.cni_result["ips"][0]["address"]
             .as_str()
             .and_then(|a| a.split('/').next())
@@ -264,126 +266,45 @@ fn least_loaded(home: &Home, nodes: u8) -> u8 {
         .unwrap_or(1)
 }
 
-fn loopback(rec: &PodRecord) -> Result<()> {
-    let conf = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
-    invoke(
-        &Path::new(CNI_BIN).join("loopback"),
-        None,
-        rec,
-        "ADD",
-        "lo",
-        &conf,
-    )
-    .map(|_| ())
-}
-
-/// The chain as a runtime's `.conflist` lists it.
-fn chain(home: &Home, node: u8) -> Vec<Value> {
-    vec![
-        json!({
-            "type": "bridge",
-            "bridge": "cni0",
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": pod_subnet(node)}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": home.ipam_dir(node),
-            },
-        }),
-        json!({
-            "type": "mesh-cni",
-            "run_dir": home.run_dir(node),
-            "pin_root": pin_root(node),
-            "cluster_dir": home.config_dir(),
-        }),
-    ]
-}
-
-/// Runs `command` through the chain like libcni: ADD in order, each plugin getting the previous
-/// result; DEL in reverse with the cached ADD result.
-fn cni(home: &Home, rec: &PodRecord, command: &str) -> Result<Value> {
+/// The chain as a runtime's `.conflist` lists it: the cluster network, then mesh-cni.
+fn chain(home: &Home, node: u8) -> Result<Chain> {
     let bins = Record::load(home)?.map(|r| r.bins).unwrap_or_default();
-    let mut plugins = chain(home, rec.node);
-    if command == "DEL" {
-        plugins.reverse();
-    }
-    let mut prev = if command == "ADD" {
-        Value::Null
-    } else {
-        rec.cni_result.clone()
-    };
-    for mut conf in plugins {
-        conf["cniVersion"] = json!("1.0.0");
-        conf["name"] = json!(NETWORK);
-        if !prev.is_null() {
-            conf["prevResult"] = prev.clone();
-        }
-        let kind = conf["type"].as_str().unwrap_or_default().to_string();
-        let program = if kind == "mesh-cni" {
-            bins.join("mesh-cni")
-        } else {
-            Path::new(CNI_BIN).join(&kind)
-        };
-        let out = invoke(&program, Some(rec.node), rec, command, "eth0", &conf)?;
-        if command == "ADD" {
-            prev = serde_json::from_slice(&out)
-                .with_context(|| format!("{kind} printed no CNI result"))?;
-        }
-    }
-    Ok(prev)
+    Ok(Chain {
+        network: NETWORK.to_string(),
+        plugins: vec![
+            json!({
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": pod_subnet(node)}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": home.ipam_dir(node),
+                },
+            }),
+            json!({
+                "type": "mesh-cni",
+                "run_dir": home.run_dir(node),
+                "pin_root": pin_root(node),
+                "cluster_dir": home.config_dir(),
+            }),
+        ],
+        plugin_dirs: vec![PathBuf::from(CNI_BIN), bins],
+        node_netns: Some(netns_path(&node_netns(node))),
+    })
 }
 
-fn invoke(
-    program: &Path,
-    node: Option<u8>,
-    rec: &PodRecord,
-    command: &str,
-    ifname: &str,
-    conf: &Value,
-) -> Result<Vec<u8>> {
-    let mut cmd = match node {
-        Some(n) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", netns_path(&node_netns(n)).display()))
-                .arg("--")
-                .arg(program);
-            c
-        }
-        None => Command::new(program),
-    };
-    let mut child = cmd
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", &rec.container_id)
-        .env("CNI_NETNS", netns_path(&rec.netns))
-        .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", CNI_BIN)
-        .env(
-            "CNI_ARGS",
-            format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
-                rec.namespace, rec.name, rec.container_id
-            ),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {}", program.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(conf.to_string().as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "CNI {command} by {} failed: {} {}",
-            program.display(),
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out.stdout)
+/// Runs `f` with the pod's sandbox as CNI sees it.
+fn with_sandbox<T>(rec: &PodRecord, f: impl FnOnce(&Sandbox) -> T) -> T {
+    let netns = netns_path(&rec.netns);
+    f(&Sandbox {
+        container_id: &rec.container_id,
+        netns: &netns,
+        namespace: &rec.namespace,
+        name: &rec.name,
+    })
 }
 
 /// Undoes a pod's sandbox, whatever state it is in: the supervisor stops its process when the
@@ -393,8 +314,10 @@ pub fn teardown(home: &Home, rec: &PodRecord) {
     if netns_path(&rec.netns).exists() {
         cluster::kill_netns_processes(&rec.netns);
         if !rec.cni_result.is_null() {
-            if let Err(e) = cni(home, rec, "DEL") {
-                eprintln!("warning: {e}");
+            let deleted = chain(home, rec.node)
+                .and_then(|c| Ok(with_sandbox(rec, |sb| c.del(sb, &rec.cni_result))?));
+            if let Err(e) = deleted {
+                eprintln!("warning: {e:#}");
             }
         }
         let _ = run("ip", &["netns", "del", &rec.netns]);
