@@ -490,13 +490,13 @@ fn main() {
     );
     let (d50, m50) = (f.get("direct", "p50"), f.get("mesh", "p50"));
     println!(
-        "| HTTP p50, 1 conn | {d50:.0} us | {m50:.0} us | +{:.0} us | <= +35 us | {} |",
+        "| HTTP p50, 1 conn | {d50:.0} us | {m50:.0} us | {:+.0} us | <= +35 us | {} |",
         m50 - d50,
         ok(m50 - d50 <= 35.0)
     );
     let (d99, m99) = (f.get("direct", "p99"), f.get("mesh", "p99"));
     println!(
-        "| HTTP p99, 1 conn | {d99:.0} us | {m99:.0} us | +{:.0} us | <= +100 us | {} |",
+        "| HTTP p99, 1 conn | {d99:.0} us | {m99:.0} us | {:+.0} us | <= +100 us | {} |",
         m99 - d99,
         ok(m99 - d99 <= 100.0)
     );

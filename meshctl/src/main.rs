@@ -91,10 +91,13 @@ background supervisor. Running it again on a running cluster does nothing. Needs
     Delete {
         /// Kind and names, e.g. `pod client` or `ap deny-all`.
         args: Vec<String>,
+        /// A YAML/JSON file, a directory of them, or - for standard input (repeatable).
         #[arg(short = 'f', long = "filename")]
         files: Vec<String>,
+        /// Process directories recursively.
         #[arg(short = 'R', long)]
         recursive: bool,
+        /// The namespace of KIND NAME (and of file objects that name none).
         #[arg(short, long)]
         namespace: Option<String>,
     },
@@ -102,6 +105,7 @@ background supervisor. Running it again on a running cluster does nothing. Needs
     Create {
         /// Only `namespace` (or `ns`).
         kind: String,
+        /// The namespace's name.
         name: String,
         /// Label it istio.io/dataplane-mode=ambient: its pods join the mesh.
         #[arg(long)]
@@ -112,10 +116,15 @@ background supervisor. Running it again on a running cluster does nothing. Needs
         after_help = "Examples:\n  meshctl label ns demo istio.io/dataplane-mode=ambient\n  meshctl label ns demo istio.io/dataplane-mode-"
     )]
     Label {
+        /// ns (namespace) or pod.
         kind: String,
+        /// The object's name.
         name: String,
+        /// key=value to set, key- to remove.
         #[arg(required = true)]
         changes: Vec<String>,
+        /// The pod's namespace.
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
         /// Allow changing the value of an existing label.
@@ -127,8 +136,12 @@ background supervisor. Running it again on a running cluster does nothing. Needs
         after_help = "Examples:\n  meshctl get pods -A -o wide\n  meshctl get authorizationpolicy -n demo\n  meshctl get ap deny-all -n demo -o yaml"
     )]
     Get {
+        /// ns, pods (po), svc, authorizationpolicy (ap), peerauthentication (pa), gateway, ...
         kind: String,
+        /// Only these objects.
         names: Vec<String>,
+        /// The namespace to list.
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
         /// Every namespace.
@@ -143,12 +156,16 @@ background supervisor. Running it again on a running cluster does nothing. Needs
         after_help = "Example:\n  sudo meshctl run web -n demo --port 8080 -- mesh-echo serve --port 8080\n\nThe project's binaries (mesh-echo) are on the pod's PATH."
     )]
     Run {
+        /// The pod's name.
         name: String,
+        /// The pod's namespace (it must exist: `meshctl create ns NAME`).
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
         /// node1, node2, ... (default: the node with the fewest pods).
         #[arg(long)]
         node: Option<String>,
+        /// Its service account: the SPIFFE identity is spiffe://cluster.local/ns/NS/sa/THIS.
         #[arg(long, default_value = "default")]
         serviceaccount: String,
         /// Labels, key=value,key2=value2 (app=NAME is always set).
@@ -157,6 +174,7 @@ background supervisor. Running it again on a running cluster does nothing. Needs
         /// A container port (repeatable).
         #[arg(long)]
         port: Vec<u16>,
+        /// The program and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -165,20 +183,29 @@ background supervisor. Running it again on a running cluster does nothing. Needs
         after_help = "Example:\n  sudo meshctl exec demo/client -- mesh-echo get http://echo.demo/"
     )]
     Exec {
+        /// NAMESPACE/POD, or POD with -n.
         pod: String,
+        /// The pod's namespace when POD has none.
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// The program and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// Print a pod's output (NAMESPACE/POD or POD with -n), or a component's: istiod-lite,
     /// ztunnel-node1, supervisor.
     Logs {
+        /// NAMESPACE/POD, POD with -n, or istiod-lite, ztunnel-node<N>, supervisor.
         target: String,
+        /// The pod's namespace when POD has none.
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// Keep printing what is written.
         #[arg(short, long)]
         follow: bool,
+        /// Only the last N lines.
         #[arg(long)]
         tail: Option<usize>,
     },
@@ -210,8 +237,10 @@ background supervisor. Running it again on a running cluster does nothing. Needs
 enum WaypointCmd {
     /// Create or update a waypoint for a namespace.
     Apply {
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// The waypoint (Gateway) name.
         #[arg(long, default_value = "waypoint")]
         name: String,
         /// Also label the namespace istio.io/use-waypoint=NAME.
@@ -223,6 +252,7 @@ enum WaypointCmd {
     },
     /// List waypoints.
     List {
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
         #[arg(short = 'A', long)]
@@ -230,14 +260,17 @@ enum WaypointCmd {
     },
     /// A waypoint's conditions, and whether a proxy serves it.
     Status {
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// The waypoint (Gateway) name.
         #[arg(long, default_value = "waypoint")]
         name: String,
     },
     /// Delete waypoints.
     Delete {
         names: Vec<String>,
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
         #[arg(long)]
