@@ -42,4 +42,7 @@ cargo build --bins --locked
 echo "== meshctl up"
 target/debug/meshctl up --nodes 2
 echo "== meshctl demo"
-exec target/debug/meshctl demo "$@"
+target/debug/meshctl demo "$@"
+echo
+echo "meshctl is $PWD/target/debug/meshctl; to type \`meshctl\` as above (also under sudo):"
+echo "  sudo ln -sf $PWD/target/debug/meshctl /usr/local/bin/meshctl"

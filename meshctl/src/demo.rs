@@ -278,7 +278,8 @@ fn walk(home: &Home, api: &Api) -> Result<()> {
     });
     meshctl_get_ap(api)?;
     say("\n  The denial is counted (istio_tcp_connections_failed_total{response_flags=\"DENY\"})");
-    say("  and logged by the server's ztunnel: `meshctl logs ztunnel-node2 | grep refused`.");
+    say("  and logged by the ztunnel of the echo pod that refused it (both nodes run one):");
+    say("  `meshctl logs ztunnel-node2 | grep refused`.");
 
     say("\n== 4. Remove the policy and the client is let in again.");
     shell("meshctl delete authorizationpolicy deny-client -n demo");
