@@ -93,6 +93,26 @@ spec:
     - source: {principals: ["cluster.local/ns/shop/sa/shopper"]}
 "#;
 
+/// A network namespace the test makes as "someone else", removed by name when dropped.
+struct ForeignNetns(&'static str);
+
+impl ForeignNetns {
+    fn add(name: &'static str) -> ForeignNetns {
+        let ok = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        ForeignNetns(name)
+    }
+}
+
+impl Drop for ForeignNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", self.0]).status();
+    }
+}
+
 fn netns_list() -> Vec<String> {
     std::fs::read_dir("/run/netns")
         .into_iter()
@@ -131,6 +151,23 @@ fn meshctl_end_to_end() {
     };
     let tmp = std::env::temp_dir().join(format!("meshctl-e2e-files-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
+
+    // A node name taken by someone else: `up` refuses before making anything, and leaves the
+    // other namespace alone.
+    let foreign = ForeignNetns::add("mc-node2");
+    let out = m.cmd(&["up", "--nodes", "2"]);
+    assert!(
+        !out.status.success() && text(&out).contains("mc-node2 exists"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        netns_list(),
+        vec!["mc-node2".to_string()],
+        "nothing made, the other kept"
+    );
+    assert!(!m.home.join("cluster.json").exists(), "no record left");
+    drop(foreign);
 
     // Object commands without a cluster say how to make one.
     let out = m.cmd(&["get", "pods"]);

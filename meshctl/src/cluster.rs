@@ -303,6 +303,17 @@ pub fn up(home: &Home, nodes: u8, quiet: bool) -> Result<()> {
     }
     let bins = bin_dir()?;
     prerequisites(&bins)?;
+    // Checked before anything is made: undoing a failed `up` removes these names, and a
+    // namespace someone else made must survive that.
+    for i in 1..=nodes {
+        if netns_path(&node_netns(i)).exists() {
+            bail!(
+                "network namespace {} exists but is not this cluster's; remove it (ip netns del {0}) \
+                 or use the home of the cluster that made it (--home)",
+                node_netns(i)
+            );
+        }
+    }
     let mut progress = Progress::new(5, quiet);
     let result = create(home, nodes, &bins, &mut progress);
     if let Err(e) = result {
@@ -337,12 +348,6 @@ fn create(home: &Home, nodes: u8, bins: &Path, progress: &mut Progress) -> Resul
         "creating {nodes} node(s) joined by an underlay (192.168.250.0/24)"
     ));
     for i in 1..=nodes {
-        if netns_path(&node_netns(i)).exists() {
-            bail!(
-                "network namespace {} exists but is not ours; remove it (ip netns del {0}) or `meshctl down`",
-                node_netns(i)
-            );
-        }
         run("ip", &["netns", "add", &node_netns(i)])?;
     }
     underlay(nodes)?;
@@ -487,7 +492,8 @@ pub fn down(home: &Home, quiet: bool) -> Result<()> {
     }
     crate::supervisor::stop_daemon(home);
     say("stopped the supervisor and its processes");
-    let nodes = record.as_ref().map_or(MAX_NODES, |r| r.nodes);
+    // Without a record no node name is known to be ours.
+    let nodes = record.as_ref().map_or(0, |r| r.nodes);
     let mut removed = 0;
     for pod in crate::pods::PodRecord::list(home) {
         crate::pods::teardown(home, &pod);
