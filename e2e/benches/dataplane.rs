@@ -338,6 +338,7 @@ fn main() {
 
     println!("== cluster: 2 nodes, istiod-lite, a ztunnel per node");
     let mut c = Cluster::up(2);
+    println!("  ztunnel binary: {}", c.ztunnel_bin().display());
     c.apply("namespaces.yaml", NAMESPACES);
     let client = c.add_pod("bench", "client", 0, "client");
     let server = c.add_pod("bench", "server", 1, "server");

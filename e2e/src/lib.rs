@@ -293,7 +293,7 @@ impl Cluster {
         ];
         let log = format!("ztunnel-{}", node.name);
         let ns = node.netns.clone();
-        let child = self.spawn_in(&ns, &log, &self.bins.join("ztunnel"), &args);
+        let child = self.spawn_in(&ns, &log, &self.ztunnel_bin(), &args);
         self.nodes[i].ztunnel = Some(child);
         self.wait_ztunnel_ready(i);
     }
@@ -489,6 +489,14 @@ impl Cluster {
     /// The process id of node `i`'s ztunnel (nsenter execs it, so it is the child's).
     pub fn ztunnel_pid(&self, i: usize) -> Option<u32> {
         self.nodes[i].ztunnel.as_ref().map(Child::id)
+    }
+
+    /// The ztunnel binary: `MESH_E2E_ZTUNNEL` when set (the benchmark runs the statically
+    /// linked build, as shipped), else the one beside the other binaries.
+    pub fn ztunnel_bin(&self) -> PathBuf {
+        std::env::var_os("MESH_E2E_ZTUNNEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.bins.join("ztunnel"))
     }
 
     /// The path of a binary built with the cluster's binaries.
