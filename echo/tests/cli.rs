@@ -93,10 +93,15 @@ async fn get_reports_a_reset_connection() {
     });
     let output = run(&["get", &format!("http://{addr}/")]).await;
     assert_eq!(output.status.code(), Some(2));
+    // Whether the client sees the RST on its read or only a closed connection (the RST raced
+    // its write) is the kernel's timing; both name the address and say no answer came.
+    let err = stderr(&output);
     assert!(
-        stderr(&output).contains(&format!("connection to {addr} reset")),
-        "{}",
-        stderr(&output)
+        err.contains(&format!("connection to {addr} reset"))
+            || err.contains(&format!(
+                "connection to {addr} closed before a response arrived"
+            )),
+        "{err}"
     );
 }
 

@@ -55,7 +55,11 @@ impl ClientError {
                 }
             }
             if let Some(hyper_error) = current.downcast_ref::<hyper::Error>() {
-                if hyper_error.is_incomplete_message() || hyper_error.is_canceled() {
+                // `is_closed`: the connection ended (e.g. reset) before the request went out.
+                if hyper_error.is_incomplete_message()
+                    || hyper_error.is_canceled()
+                    || hyper_error.is_closed()
+                {
                     return ClientError::Closed { addr };
                 }
             }
