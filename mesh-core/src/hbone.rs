@@ -179,12 +179,7 @@ impl Upload {
         loop {
             if self.chunk.is_empty() {
                 if self.read_done {
-                    // END_STREAM: the peer sees our half-close.
-                    if let Err(e) = send.send_data(Bytes::new(), true) {
-                        if !is_graceful_reset(&e) {
-                            return Poll::Ready(Err(h2_io(e)));
-                        }
-                    }
+                    end_stream(send)?;
                     self.done = true;
                     return Poll::Ready(Ok(()));
                 }
@@ -270,6 +265,15 @@ impl Download {
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_io(e))),
             }
         }
+    }
+}
+
+/// END_STREAM: the peer sees our half-close. A stream the peer already reset gracefully
+/// needs none.
+fn end_stream(send: &mut SendStream<Bytes>) -> io::Result<()> {
+    match send.send_data(Bytes::new(), true) {
+        Err(e) if !is_graceful_reset(&e) => Err(h2_io(e)),
+        _ => Ok(()),
     }
 }
 
@@ -359,12 +363,7 @@ impl AsyncWrite for H2Stream {
     fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.write_closed {
             self.write_closed = true;
-            // END_STREAM: the peer sees our half-close.
-            if let Err(e) = self.send.send_data(Bytes::new(), true) {
-                if !is_graceful_reset(&e) {
-                    return Poll::Ready(Err(h2_io(e)));
-                }
-            }
+            end_stream(&mut self.send)?;
         }
         Poll::Ready(Ok(()))
     }

@@ -110,16 +110,8 @@ pub fn run(home: &Home, api: &Api, tour: bool) -> Result<()> {
 
 fn deploy(home: &Home, api: &Api, nodes: u8) -> Result<()> {
     say("Deploying the demo app into namespace `demo` (ambient):");
-    let file = home.dir.join("demo-app.yaml");
-    std::fs::write(&file, APP)?;
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    if !api.apply(
-        &[file.display().to_string()],
-        None,
-        false,
-        &mut out,
-        &mut err,
-    )? {
+    if !api.apply_text("demo-app.yaml", APP, None, &mut out, &mut err)? {
         bail!("the demo's objects were refused (see above)");
     }
     let second = if nodes >= 2 { "node2" } else { "node1" };
@@ -238,17 +230,9 @@ fn walk(home: &Home, api: &Api) -> Result<()> {
     }
 
     say("\n== 3. A DENY policy for the client's identity, enforced by the server's ztunnel.");
-    let file = home.dir.join("demo-deny.yaml");
-    std::fs::write(&file, DENY)?;
     shell("meshctl apply -f deny-client.yaml");
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    api.apply(
-        &[file.display().to_string()],
-        None,
-        false,
-        &mut out,
-        &mut err,
-    )?;
+    api.apply_text("deny-client.yaml", DENY, None, &mut out, &mut err)?;
     let denied = cluster::wait_for(
         "the policy to deny",
         Duration::from_secs(20),
@@ -290,7 +274,6 @@ fn walk(home: &Home, api: &Api) -> Result<()> {
         &mut out,
         &mut err,
     )?;
-    let _ = std::fs::remove_file(&file);
     cluster::wait_for(
         "the client to be allowed again",
         Duration::from_secs(20),

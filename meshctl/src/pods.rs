@@ -344,10 +344,9 @@ pub fn delete_pod(home: &Home, api: &Api, namespace: &str, name: &str) -> Result
     Ok(())
 }
 
-/// `meshctl exec NS/POD -- CMD`: runs in the pod's network namespace, in the foreground;
-/// returns its exit code.
-pub fn exec(home: &Home, namespace: &str, name: &str, command: &[String]) -> Result<i32> {
-    cluster::require_root("exec")?;
+/// A command that runs `command` in pod `namespace/name`'s network namespace, with the pod's
+/// environment and our binaries on its PATH.
+fn pod_command(home: &Home, namespace: &str, name: &str, command: &[String]) -> Result<Command> {
     let rec = PodRecord::load(home, namespace, name).with_context(|| {
         format!("pod {namespace}/{name} not found (`meshctl get pods -A` lists them)")
     })?;
@@ -355,12 +354,19 @@ pub fn exec(home: &Home, namespace: &str, name: &str, command: &[String]) -> Res
         bail!("no command: `meshctl exec {namespace}/{name} -- CMD ARGS...`");
     }
     let bins = Record::load(home)?.map(|r| r.bins).unwrap_or_default();
-    let command = resolve_command(&bins, command);
-    let status = Command::new("nsenter")
-        .arg(format!("--net={}", netns_path(&rec.netns).display()))
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", netns_path(&rec.netns).display()))
         .arg("--")
-        .args(&command)
-        .envs(rec.env(&bins))
+        .args(resolve_command(&bins, command))
+        .envs(rec.env(&bins));
+    Ok(cmd)
+}
+
+/// `meshctl exec NS/POD -- CMD`: runs in the pod's network namespace, in the foreground;
+/// returns its exit code.
+pub fn exec(home: &Home, namespace: &str, name: &str, command: &[String]) -> Result<i32> {
+    cluster::require_root("exec")?;
+    let status = pod_command(home, namespace, name, command)?
         .status()
         .with_context(|| format!("running {}", command[0]))?;
     Ok(status.code().unwrap_or(128))
@@ -374,16 +380,8 @@ pub fn exec_capture(
     name: &str,
     command: &[&str],
 ) -> Result<(i32, String)> {
-    let rec = PodRecord::load(home, namespace, name)
-        .with_context(|| format!("pod {namespace}/{name} not found"))?;
-    let bins = Record::load(home)?.map(|r| r.bins).unwrap_or_default();
     let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
-    let command = resolve_command(&bins, &command);
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", netns_path(&rec.netns).display()))
-        .arg("--")
-        .args(&command)
-        .envs(rec.env(&bins))
+    let out = pod_command(home, namespace, name, &command)?
         .output()
         .with_context(|| format!("running {}", command[0]))?;
     let text = format!(
