@@ -4,7 +4,8 @@
 //! JSON description of themselves (`http`), gRPC calls the `mesh.echo.v1.Echo` service (`grpc`);
 //! both can be asked to misbehave (`fault`). `config` says who the server is, `response` is what
 //! handlers hand back, `duration` reads `150ms`-style values, and `client` holds the `get` and
-//! `grpc` subcommands a demo pod runs instead of curl.
+//! `grpc` subcommands a demo pod runs instead of curl; `relay` is a plain TCP forwarder, the
+//! floor the data-path benchmark measures ztunnel against.
 //!
 //! Other crates embed the server with [`serve`]:
 //!
@@ -25,6 +26,7 @@ pub mod duration;
 pub mod fault;
 pub mod grpc;
 pub mod http;
+pub mod relay;
 pub mod response;
 pub mod server;
 

@@ -40,6 +40,20 @@ enum Command {
     Get(GetArgs),
     /// Make one mesh.echo.v1.Echo/Echo call, printing the response as JSON.
     Grpc(GrpcArgs),
+    /// Forward TCP connections, plainly (the benchmark's floor for a two-hop proxy path).
+    Relay(RelayArgs),
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    /// LISTEN=TO, e.g. 127.0.0.1:18080=10.0.0.2:8080; repeatable. Each accepted connection is
+    /// forwarded to TO by two blocking threads, one per direction.
+    #[arg(long = "forward", required = true)]
+    forwards: Vec<mesh_echo::relay::Forward>,
+    /// event-loop: one epoll thread for every connection; threads: two blocking threads per
+    /// connection.
+    #[arg(long, value_enum, default_value_t = mesh_echo::relay::Mode::EventLoop)]
+    mode: mesh_echo::relay::Mode,
 }
 
 #[derive(Args)]
@@ -122,6 +136,27 @@ async fn main() -> ExitCode {
         Command::Grpc(args) => {
             init_logging("warn", LogTo::Stderr);
             grpc(args).await
+        }
+        Command::Relay(args) => {
+            init_logging("info", LogTo::Stdout);
+            for f in &args.forwards {
+                tracing::info!(listen = %f.listen, to = %f.to, "relaying");
+            }
+            // On a thread of its own: the relay runs its own event loop (or blocking threads),
+            // outside this runtime's context.
+            let (forwards, mode) = (args.forwards, args.mode);
+            let relay = std::thread::spawn(move || mesh_echo::relay::run(&forwards, mode));
+            match relay.join() {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    eprintln!("mesh-echo relay: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(_) => {
+                    eprintln!("mesh-echo relay: the relay thread panicked");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
