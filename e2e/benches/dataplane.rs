@@ -392,52 +392,28 @@ fn main() {
         c.pods[dserver].ip.to_string(),
         c.pods[server].ip.to_string(),
     );
-    let relay_in = |port: &str, to_host: &str, to_port: &str| format!("{port}={to_host}:{to_port}");
+    // Each relay forwards the HTTP and the iperf3 port, from `listen` to `to`.
+    let mut start_relay = |pod: usize, listen: &str, to: &str, to_ports: [&str; 2]| {
+        let forwards: Vec<String> = [RELAY_HTTP_PORT, RELAY_IPERF_PORT]
+            .iter()
+            .zip(to_ports)
+            .map(|(port, to_port)| format!("{listen}:{port}={to}:{to_port}"))
+            .collect();
+        let mut args = vec!["relay", "--mode", relay_mode];
+        for f in &forwards {
+            args.extend(["--forward", f.as_str()]);
+        }
+        let log = format!("relay-{}", c.pods[pod].name);
+        c.spawn_in_pod(pod, &log, echo, &args)
+    };
     let relays = vec![
-        c.spawn_in_pod(
+        start_relay(
             dclient,
-            "relay-dclient",
-            echo,
-            &[
-                "relay",
-                "--mode",
-                relay_mode,
-                "--forward",
-                &relay_in(
-                    &format!("127.0.0.1:{RELAY_HTTP_PORT}"),
-                    &dserver_ip,
-                    RELAY_HTTP_PORT,
-                ),
-                "--forward",
-                &relay_in(
-                    &format!("127.0.0.1:{RELAY_IPERF_PORT}"),
-                    &dserver_ip,
-                    RELAY_IPERF_PORT,
-                ),
-            ],
+            "127.0.0.1",
+            &dserver_ip,
+            [RELAY_HTTP_PORT, RELAY_IPERF_PORT],
         ),
-        c.spawn_in_pod(
-            dserver,
-            "relay-dserver",
-            echo,
-            &[
-                "relay",
-                "--mode",
-                relay_mode,
-                "--forward",
-                &relay_in(
-                    &format!("0.0.0.0:{RELAY_HTTP_PORT}"),
-                    "127.0.0.1",
-                    HTTP_PORT,
-                ),
-                "--forward",
-                &relay_in(
-                    &format!("0.0.0.0:{RELAY_IPERF_PORT}"),
-                    "127.0.0.1",
-                    IPERF_PORT,
-                ),
-            ],
-        ),
+        start_relay(dserver, "0.0.0.0", "127.0.0.1", [HTTP_PORT, IPERF_PORT]),
     ];
     let direct = Path {
         label: "direct",
@@ -592,12 +568,12 @@ fn main() {
             .collect();
         runs.join(", ")
     };
+    let medians = |figure: &str| {
+        let m = |path| f.get(path, figure);
+        (m("direct"), m("relay"), m("mesh"))
+    };
     let ratio_row = |name: &str, unit: &str, figure: &str, target: f64| {
-        let (d, r, m) = (
-            f.get("direct", figure),
-            f.get("relay", figure),
-            f.get("mesh", figure),
-        );
+        let (d, r, m) = medians(figure);
         println!(
             "| {name} | {d:.2} {unit} | {r:.2} {unit} | {m:.2} {unit} | {:.2}x (runs: {}) | {:.2}x (runs: {}) | >= {target:.2}x | {} |",
             r / d,
@@ -608,11 +584,7 @@ fn main() {
         );
     };
     let added_row = |name: &str, figure: &str, target: f64| {
-        let (d, r, m) = (
-            f.get("direct", figure),
-            f.get("relay", figure),
-            f.get("mesh", figure),
-        );
+        let (d, r, m) = medians(figure);
         println!(
             "| {name} | {d:.0} us | {r:.0} us | {m:.0} us | {:+.0} us (runs: {}) | {:+.0} us (runs: {}) | <= +{target:.0} us | {} |",
             r - d,
