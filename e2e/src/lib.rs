@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meshctl::cni::{Chain, Sandbox};
-use serde_json::{json, Value};
+use meshctl::cni::{Chain, NodeNetwork, Sandbox};
+use serde_json::Value;
 
 pub const PIN_BASE: &str = "/sys/fs/bpf/mse";
 const BPFFS: &str = "/sys/fs/bpf";
@@ -396,31 +396,16 @@ impl Cluster {
     /// The chain as a runtime's `.conflist` lists it, run in the pod's node.
     fn chain(&self, node: usize) -> Chain {
         let n = &self.nodes[node];
-        Chain {
-            network: NETWORK.to_string(),
-            plugins: vec![
-                json!({
-                    "type": "bridge",
-                    "bridge": "cni0",
-                    "isGateway": true,
-                    "ipMasq": false,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": format!("10.251.{}.0/24", n.index)}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": self.dir.join("ipam").join(&n.name),
-                    },
-                }),
-                json!({
-                    "type": "mesh-cni",
-                    "run_dir": self.run_dir(node),
-                    "pin_root": n.pin_root(),
-                    "cluster_dir": self.config_dir(),
-                }),
-            ],
+        Chain::local_cluster(NodeNetwork {
+            network: NETWORK,
+            subnet: &format!("10.251.{}.0/24", n.index),
+            ipam_dir: &self.dir.join("ipam").join(&n.name),
+            run_dir: &self.run_dir(node),
+            pin_root: &n.pin_root(),
+            cluster_dir: &self.config_dir(),
             plugin_dirs: vec![PathBuf::from(CNI_BIN), self.bins.clone()],
-            node_netns: Some(netns_path(&n.netns)),
-        }
+            node_netns: netns_path(&n.netns),
+        })
     }
 
     fn loopback(&self, pod: &Pod) {

@@ -47,7 +47,56 @@ pub struct Chain {
     pub node_netns: Option<PathBuf>,
 }
 
+/// Where one node of a local cluster keeps what its chain needs.
+pub struct NodeNetwork<'a> {
+    /// The network's name (`CNI_NETWORK`'s `name`).
+    pub network: &'a str,
+    /// The node's pod subnet, e.g. `10.250.1.0/24`.
+    pub subnet: &'a str,
+    /// host-local's lease directory.
+    pub ipam_dir: &'a Path,
+    /// mesh-cni's: where the node's ztunnel listens for enrolments, the node's bpffs pins, and
+    /// the directory istiod-lite reads pods from.
+    pub run_dir: &'a Path,
+    pub pin_root: &'a Path,
+    pub cluster_dir: &'a Path,
+    /// `CNI_PATH`: the Debian plugins' directory and the one holding `mesh-cni`.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The node's network namespace, where the plugins run.
+    pub node_netns: PathBuf,
+}
+
 impl Chain {
+    /// The local cluster's chain as a runtime's `.conflist` lists it: the cluster network
+    /// (`bridge` on `cni0` with `host-local` addresses), then `mesh-cni`.
+    pub fn local_cluster(node: NodeNetwork) -> Chain {
+        Chain {
+            network: node.network.to_string(),
+            plugins: vec![
+                json!({
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": node.subnet}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": node.ipam_dir,
+                    },
+                }),
+                json!({
+                    "type": "mesh-cni",
+                    "run_dir": node.run_dir,
+                    "pin_root": node.pin_root,
+                    "cluster_dir": node.cluster_dir,
+                }),
+            ],
+            plugin_dirs: node.plugin_dirs,
+            node_netns: Some(node.node_netns),
+        }
+    }
+
     /// ADD: returns the last plugin's result (what a runtime caches for DEL and CHECK).
     pub fn add(&self, sandbox: &Sandbox) -> Result<Value, CniError> {
         let mut prev = Value::Null;

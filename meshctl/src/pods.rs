@@ -22,7 +22,7 @@ use crate::cluster::{
     CNI_BIN,
 };
 use crate::supervisor::Status;
-use meshctl::cni::{Chain, Sandbox};
+use meshctl::cni::{Chain, NodeNetwork, Sandbox};
 use meshctl::objects::Api;
 
 const NETWORK: &str = "meshctl";
@@ -269,31 +269,16 @@ fn least_loaded(home: &Home, nodes: u8) -> u8 {
 /// The chain as a runtime's `.conflist` lists it: the cluster network, then mesh-cni.
 fn chain(home: &Home, node: u8) -> Result<Chain> {
     let bins = Record::load(home)?.map(|r| r.bins).unwrap_or_default();
-    Ok(Chain {
-        network: NETWORK.to_string(),
-        plugins: vec![
-            json!({
-                "type": "bridge",
-                "bridge": "cni0",
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": pod_subnet(node)}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": home.ipam_dir(node),
-                },
-            }),
-            json!({
-                "type": "mesh-cni",
-                "run_dir": home.run_dir(node),
-                "pin_root": pin_root(node),
-                "cluster_dir": home.config_dir(),
-            }),
-        ],
+    Ok(Chain::local_cluster(NodeNetwork {
+        network: NETWORK,
+        subnet: &pod_subnet(node),
+        ipam_dir: &home.ipam_dir(node),
+        run_dir: &home.run_dir(node),
+        pin_root: &pin_root(node),
+        cluster_dir: &home.config_dir(),
         plugin_dirs: vec![PathBuf::from(CNI_BIN), bins],
-        node_netns: Some(netns_path(&node_netns(node))),
-    })
+        node_netns: netns_path(&node_netns(node)),
+    }))
 }
 
 /// Runs `f` with the pod's sandbox as CNI sees it.
