@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use hyper::{HeaderMap, StatusCode, Uri};
 
-use crate::duration::{self, DurationError};
 use crate::grpc::wire::Code;
+use mesh_core::time_text::{parse_duration, DurationError};
 
 /// Longest delay a request may ask for; more is almost certainly a typo, and would pin a
 /// connection long past any client's timeout.
@@ -152,7 +152,7 @@ fn invalid(origin: Origin, value: &str, problem: Problem) -> FaultError {
 }
 
 fn parse_delay(origin: Origin, value: &str) -> Result<Duration, FaultError> {
-    let delay = duration::parse(value).map_err(|e| invalid(origin, value, e.into()))?;
+    let delay = parse_duration(value).map_err(|e| invalid(origin, value, e.into()))?;
     if delay > MAX_DELAY {
         return Err(invalid(origin, value, Problem::DelayTooLong));
     }
@@ -221,7 +221,7 @@ mod tests {
         assert_eq!(err.origin, Origin::Query("delay"));
         assert_eq!(
             err.to_string(),
-            "query parameter delay \"150\" is invalid: missing unit after 150; use ms, s or m"
+            "query parameter delay \"150\" is invalid: missing unit after 150; use ms, s, m, h or d"
         );
 
         let err = http("/", &[(DELAY_HEADER, "61s")]).expect_err("too long");

@@ -3,7 +3,7 @@
 //! One TCP port answers HTTP/1.1, prior-knowledge h2c and gRPC (`server`). Plain requests get a
 //! JSON description of themselves (`http`), gRPC calls the `mesh.echo.v1.Echo` service (`grpc`);
 //! both can be asked to misbehave (`fault`). `config` says who the server is, `response` is what
-//! handlers hand back, `duration` reads `150ms`-style values, and `client` holds the `get` and
+//! handlers hand back (durations like `150ms` are read by `mesh_core::time_text`), and `client` holds the `get` and
 //! `grpc` subcommands a demo pod runs instead of curl; `relay` is a plain TCP forwarder, the
 //! floor the data-path benchmark measures ztunnel against.
 //!
@@ -22,7 +22,6 @@
 
 pub mod client;
 pub mod config;
-pub mod duration;
 pub mod fault;
 pub mod grpc;
 pub mod http;

@@ -13,10 +13,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use hyper::header::{HeaderName, HeaderValue};
+use mesh_core::time_text::parse_duration;
 use mesh_echo::client::grpc::{CallOptions, CallOutcome};
 use mesh_echo::client::http::{GetOptions, Target};
 use mesh_echo::client::{self, ClientError};
-use mesh_echo::{duration, Config};
+use mesh_echo::Config;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -74,7 +75,7 @@ struct ServeArgs {
     #[arg(long, env = "ECHO_HOSTNAME")]
     hostname: Option<String>,
     /// How long shutdown waits for in-flight requests.
-    #[arg(long, env = "ECHO_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    #[arg(long, env = "ECHO_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
 }
 
@@ -92,7 +93,7 @@ struct GetArgs {
     #[arg(long, short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     count: u32,
     /// Limit on connecting and on each request.
-    #[arg(long, default_value = "5s", value_parser = duration::parse)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
 }
 
@@ -107,7 +108,7 @@ struct GrpcArgs {
     #[arg(short = 'H', long = "header", value_parser = client::parse_header)]
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Limit on connecting and on the call.
-    #[arg(long, default_value = "5s", value_parser = duration::parse)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
 }
 

@@ -2,16 +2,11 @@
 //! read with curl: `/debug/status` (policy conditions), `/debug/config` (object counts and
 //! rejected documents), `/debug/xds` (served resources per type).
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use mesh_core::admin_port::{self, json, respond, Body};
 use mesh_core::k8s::Kind;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -49,42 +44,14 @@ pub struct Monitor {
     pub readiness: watch::Receiver<Readiness>,
 }
 
-fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(code)
-        .header("content-type", content_type)
-        .body(Full::new(body.into()))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
-fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
-    match serde_json::to_vec_pretty(value) {
-        Ok(body) => respond(StatusCode::OK, "application/json", body),
-        Err(e) => respond(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain",
-            e.to_string(),
-        ),
-    }
-}
-
 impl Monitor {
-    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
         if req.method() != Method::GET {
             return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
         }
         match req.uri().path() {
             "/ready" | "/healthz/ready" => {
-                let missing = self.readiness.borrow().missing();
-                if missing.is_empty() {
-                    respond(StatusCode::OK, "text/plain", "ready\n")
-                } else {
-                    respond(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        format!("not ready: {}\n", missing.join(", ")),
-                    )
-                }
+                admin_port::readiness(&self.readiness.borrow().missing())
             }
             "/metrics" | "/stats/prometheus" => {
                 let snapshot = self.store.snapshot();
@@ -143,27 +110,8 @@ impl Monitor {
 
 /// Serves the monitoring port until the task is dropped.
 pub async fn serve(listener: TcpListener, monitor: Arc<Monitor>) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "monitoring accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let monitor = monitor.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = monitor.handle(&req);
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "monitoring connection ended with an error");
-            }
-        });
-    }
+    admin_port::serve(listener, "monitoring", move |req: &Request<Incoming>| {
+        monitor.handle(req)
+    })
+    .await
 }

@@ -58,14 +58,7 @@ fn api_version(kind: Kind) -> &'static str {
 }
 
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    mesh_core::time_text::rfc3339(std::time::SystemTime::now())
 }
 
 /// Keeps the current status of every object; [`StatusBook::update`] says which files to write.

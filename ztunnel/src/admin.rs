@@ -6,17 +6,14 @@
 //! * readiness, 15021: `/healthz/ready`, 200 once xDS has delivered every type and the node's pods
 //!   were recovered, else 503 saying what is missing.
 
-use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use mesh_core::admin_port::{self, respond, Body};
+use mesh_core::time_text::rfc3339;
+use mesh_core::xds::ClientStatus;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,24 +22,14 @@ use crate::inpod::Shared;
 use crate::pods::Pods;
 use crate::rbac::{Action, Scope};
 use crate::state::State;
-use crate::xds::XdsStatus;
+use crate::telemetry::Scrape;
 
 /// Everything the HTTP ports read.
 pub struct Admin {
     pub shared: Arc<Shared>,
     pub pods: Arc<Pods>,
-    pub xds: watch::Receiver<XdsStatus>,
+    pub xds: watch::Receiver<ClientStatus>,
     pub recovered: watch::Receiver<bool>,
-}
-
-type Body = Full<Bytes>;
-
-fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .header("content-type", content_type)
-        .body(Full::new(body.into()))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 /// Which of the three ports a listener serves.
@@ -54,59 +41,35 @@ pub enum Port {
 }
 
 pub async fn serve(listener: TcpListener, port: Port, admin: Arc<Admin>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(port, req.uri().path())) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let name = match port {
+        Port::Admin => "admin",
+        Port::Metrics => "metrics",
+        Port::Readiness => "readiness",
+    };
+    admin_port::serve(listener, name, move |req: &Request<Incoming>| {
+        admin.handle(port, req.uri().path())
+    })
+    .await
 }
 
 impl Admin {
     fn handle(&self, port: Port, path: &str) -> Response<Body> {
         match (port, path) {
-            (Port::Readiness, "/healthz/ready") => {
-                let missing = self.missing();
-                if missing.is_empty() {
-                    respond(StatusCode::OK, "text/plain", "ready\n")
-                } else {
-                    respond(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        format!("not ready: {}\n", missing.join(", ")),
-                    )
-                }
-            }
+            (Port::Readiness, "/healthz/ready") => admin_port::readiness(&self.missing()),
             (Port::Metrics, "/metrics" | "/stats/prometheus") => {
-                let extra = format!(
-                    "# HELP ztunnel_connections_closed_by_policy_total Open connections closed because a policy change denied them.\n\
-                     # TYPE ztunnel_connections_closed_by_policy_total counter\n\
-                     ztunnel_connections_closed_by_policy_total {}\n",
-                    self.shared
-                        .connections
-                        .closed_by_policy
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                );
+                let xds = self.xds.borrow().clone();
+                let scrape = Scrape {
+                    active_proxies: self.pods.active(),
+                    xds_streams_ended: xds.sessions - u64::from(xds.connected),
+                    closed_by_policy: self.shared.connections.closed_by_policy.load(Ordering::Relaxed),
+                };
                 respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",
-                    self.shared.metrics.render(self.pods.active(), &extra),
+                    self.shared.metrics.render(scrape),
                 )
             }
-            (Port::Admin, "/config_dump") => respond(
-                StatusCode::OK,
-                "application/json",
-                serde_json::to_vec_pretty(&self.config_dump()).unwrap_or_default(),
-            ),
+            (Port::Admin, "/config_dump") => admin_port::json(&self.config_dump()),
             (Port::Admin, "/") => respond(
                 StatusCode::OK,
                 "text/plain",
@@ -159,7 +122,7 @@ fn workloads(st: &State) -> Vec<Value> {
                 "identity": w.identity.to_string(),
                 "node": w.node,
                 "status": if w.healthy { "Healthy" } else { "Unhealthy" },
-                "waypoint": w.waypoint.as_ref().map(|g| format!("{g:?}")),
+                "waypoint": w.waypoint.as_ref().map(|g| g.to_string()),
                 "canonicalName": w.canonical_name,
                 "canonicalRevision": w.canonical_revision,
                 "authorizationPolicies": w.authorization_policies,
@@ -186,7 +149,7 @@ fn services(st: &State) -> Vec<Value> {
                     "targetPort": t,
                     "healthyEndpoints": st.endpoints(s, **p).iter().map(|(w, port)| format!("{}/{}:{port}", w.namespace, w.name)).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
-                "waypoint": s.waypoint.as_ref().map(|g| format!("{g:?}")),
+                "waypoint": s.waypoint.as_ref().map(|g| g.to_string()),
             })
         })
         .collect();
@@ -210,16 +173,4 @@ fn policies(st: &State) -> Vec<Value> {
         .collect();
     out.sort_by_key(|v| v["name"].as_str().unwrap_or("").to_string());
     out
-}
-
-/// RFC 3339 in UTC, whole seconds.
-pub fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

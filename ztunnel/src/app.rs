@@ -11,17 +11,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use mesh_core::control_plane::ControlPlane;
+use mesh_core::identity::manager::{CaConfig, IdentityManager, Requester};
 use mesh_core::node::{NodePaths, DEFAULT_PIN_ROOT, DEFAULT_RUN_DIR};
+use mesh_core::xds::ClientStatus;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin, Port};
-use crate::identity::{CaConfig, IdentityManager};
 use crate::inpod::{self, Shared};
 use crate::pods::Pods;
 use crate::state::State;
-use crate::xds::{self, XdsConfig, XdsStatus};
+use crate::xds::{self, XdsConfig};
 
 /// Every flag has an environment variable, as Istio's ztunnel is configured by environment.
 #[derive(Clone, Debug, clap::Parser)]
@@ -74,7 +76,7 @@ pub struct Config {
     #[arg(long, env = "ZTUNNEL_READINESS_ADDR", default_value = "0.0.0.0:15021")]
     pub readiness_addr: SocketAddr,
     /// Lifetime asked for workload certificates (renewed at half life).
-    #[arg(long, env = "WORKLOAD_CERT_TTL", default_value = "24h", value_parser = mesh_core::parse_duration)]
+    #[arg(long, env = "WORKLOAD_CERT_TTL", default_value = "24h", value_parser = mesh_core::time_text::parse_ttl)]
     pub cert_ttl: Duration,
     /// Threads that run the proxy. 1 (the default) is one event loop: on a small node it
     /// spends far less CPU per request than waking threads across cores; raise it on nodes
@@ -88,20 +90,9 @@ pub struct Config {
 
 impl Config {
     fn server_name(&self) -> String {
-        self.xds_server_name.clone().unwrap_or_else(|| {
-            let rest = self
-                .xds_address
-                .split_once("://")
-                .map_or(self.xds_address.as_str(), |(_, r)| r);
-            let host_port = rest.split('/').next().unwrap_or(rest);
-            match host_port.strip_prefix('[') {
-                Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
-                None => host_port
-                    .rsplit_once(':')
-                    .map_or(host_port, |(h, _)| h)
-                    .to_string(),
-            }
-        })
+        self.xds_server_name
+            .clone()
+            .unwrap_or_else(|| ControlPlane::host_of(&self.xds_address))
     }
 }
 
@@ -146,11 +137,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .unwrap_or_else(|| config.xds_address.clone());
 
     let state = Arc::new(RwLock::new(State::default()));
+    let control_plane = ControlPlane {
+        address: config.xds_address.clone(),
+        server_name,
+        root_pem,
+        token,
+    };
     let identities = IdentityManager::new(CaConfig {
-        address: ca_address,
-        server_name: server_name.clone(),
-        root_pem: root_pem.clone(),
-        token: token.clone(),
+        control_plane: ControlPlane {
+            address: ca_address,
+            ..control_plane.clone()
+        },
+        requester: Requester::Node,
         ttl: config.cert_ttl,
     });
     let shared = Arc::new(Shared::new(state.clone(), identities));
@@ -158,7 +156,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let pods = Pods::new(shared.clone(), paths, &config.node_name);
 
     let (recovered_tx, recovered) = watch::channel(false);
-    let (xds_tx, xds_status) = watch::channel(XdsStatus::default());
+    let (xds_tx, xds_status) = watch::channel(ClientStatus::default());
     let admin = Arc::new(Admin {
         shared: shared.clone(),
         pods: pods.clone(),
@@ -195,10 +193,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::spawn(admin::serve(ready_l, Port::Readiness, admin.clone())),
         tokio::spawn(xds::run(
             XdsConfig {
-                address: config.xds_address.clone(),
-                server_name,
-                root_pem,
-                token,
+                control_plane,
                 node_name: config.node_name.clone(),
             },
             state,

@@ -21,21 +21,50 @@ use crate::state::{State, WorkloadInfo};
 /// Ports ztunnel listens on inside a pod; never a tunnel's target.
 pub const PROXY_PORTS: [u16; 3] = [15001, 15006, 15008];
 
-/// Why an inbound stream was refused, with the status it is answered with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub reason: String,
-    /// The policy that denied, for DENY decisions.
-    pub policy: Option<String>,
+/// Why an inbound stream was refused; each kind knows the status it is answered with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("authority {0:?} is not ip:port")]
+    Authority(String),
+    #[error("ip mismatch: {target} != {arrived_on}")]
+    IpMismatch { target: IpAddr, arrived_on: IpAddr },
+    #[error("port {0} is ztunnel's own")]
+    ProxyPort(u16),
+    #[error("no workload known at {0}")]
+    UnknownWorkload(IpAddr),
+    /// L4 authorization said no; `policy` is the DENY policy that matched, if one did.
+    #[error("{reason}")]
+    Denied {
+        policy: Option<String>,
+        reason: String,
+    },
 }
 
 impl Refusal {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            reason: reason.into(),
-            policy: None,
+    /// The HTTP status of the CONNECT response (Istio's ztunnel answers the same).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Authority(_) | Refusal::IpMismatch { .. } | Refusal::ProxyPort(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::UnknownWorkload(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Denied { .. } => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The metrics' `response_flags`: `DENY` for a policy decision, else `CONNECT`.
+    pub fn response_flags(&self) -> &'static str {
+        match self {
+            Refusal::Denied { .. } => "DENY",
+            _ => "CONNECT",
+        }
+    }
+
+    /// The policy that denied, for DENY decisions.
+    pub fn policy(&self) -> Option<&str> {
+        match self {
+            Refusal::Denied { policy, .. } => policy.as_deref(),
+            _ => None,
         }
     }
 }
@@ -55,31 +84,22 @@ pub fn admit(
     peer: Option<&Identity>,
     peer_ip: IpAddr,
 ) -> Result<Admitted, Refusal> {
-    let target: SocketAddr = authority.parse().map_err(|_| {
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            format!("authority {authority:?} is not ip:port"),
-        )
-    })?;
+    let target: SocketAddr = authority
+        .parse()
+        .map_err(|_| Refusal::Authority(authority.to_string()))?;
     if target.ip() != arrived_on {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            format!("ip mismatch: {} != {arrived_on}", target.ip()),
-        ));
+        return Err(Refusal::IpMismatch {
+            target: target.ip(),
+            arrived_on,
+        });
     }
     if PROXY_PORTS.contains(&target.port()) {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            format!("port {} is ztunnel's own", target.port()),
-        ));
+        return Err(Refusal::ProxyPort(target.port()));
     }
     let st = state.read().unwrap_or_else(|e| e.into_inner());
-    let workload = st.workload_by_ip("", arrived_on).ok_or_else(|| {
-        Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no workload known at {arrived_on}"),
-        )
-    })?;
+    let workload = st
+        .workload_by_ip("", arrived_on)
+        .ok_or(Refusal::UnknownWorkload(arrived_on))?;
     let policies = st.policies_for(&workload);
     drop(st);
     let conn = Connection {
@@ -93,11 +113,7 @@ pub fn admit(
             upstream: target,
             workload,
         }),
-        Decision::Deny { policy, reason } => Err(Refusal {
-            status: StatusCode::UNAUTHORIZED,
-            reason,
-            policy,
-        }),
+        Decision::Deny { policy, reason } => Err(Refusal::Denied { policy, reason }),
     }
 }
 
@@ -157,7 +173,7 @@ mod tests {
         let peer = ip("10.0.0.2");
         let ok = admit(&st, "10.0.0.3:8080", here, Some(&client), peer).unwrap();
         assert_eq!(ok.upstream, "10.0.0.3:8080".parse().unwrap());
-        let status = |r: Result<Admitted, Refusal>| r.unwrap_err().status;
+        let status = |r: Result<Admitted, Refusal>| r.unwrap_err().status();
         assert_eq!(
             status(admit(&st, "web:80", here, Some(&client), peer)),
             StatusCode::BAD_REQUEST
@@ -181,8 +197,9 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         let denied = admit(&st, "10.0.0.3:8080", here, Some(&other), peer).unwrap_err();
-        assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(denied.reason, "allow policies exist, but none allowed");
+        assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(denied.response_flags(), "DENY");
+        assert_eq!(denied.to_string(), "allow policies exist, but none allowed");
         assert_eq!(
             status(admit(&st, "10.0.0.3:8080", here, None, peer)),
             StatusCode::UNAUTHORIZED

@@ -25,6 +25,7 @@ use http::HeaderMap;
 use mesh_bpf::listener::{bind_capture_listener, PROXY_MARK};
 use mesh_bpf::{PinDir, ProxySockets, SockSlot};
 use mesh_core::hbone;
+use mesh_core::identity::manager::IdentityManager;
 use mesh_core::identity::Identity;
 use mesh_core::mtls::identity_of;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -34,12 +35,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connections::{Admission, Registry};
-use crate::identity::IdentityManager;
 use crate::inbound::admit;
 use crate::outbound::{route, Route};
 use crate::state::State;
 use crate::telemetry::{ConnectionInfo, Direction, Metrics};
-use crate::xds::XdsStatus;
 
 /// What every pod proxy shares.
 pub struct Shared {
@@ -67,7 +66,10 @@ impl Shared {
 }
 
 /// Re-authorizes open inbound connections whenever the xDS client applied new config.
-pub async fn recheck_on_change(shared: Arc<Shared>, mut status: watch::Receiver<XdsStatus>) {
+pub async fn recheck_on_change(
+    shared: Arc<Shared>,
+    mut status: watch::Receiver<mesh_core::xds::ClientStatus>,
+) {
     while status.changed().await.is_ok() {
         let st = shared.state.read().unwrap_or_else(|e| e.into_inner());
         shared.connections.recheck(&st);
@@ -415,11 +417,10 @@ async fn hbone_in(
                 }
                 Err(refusal) => {
                     shared.counters.inbound_denied.fetch_add(1, Ordering::Relaxed);
-                    let flags = if refusal.status == http::StatusCode::UNAUTHORIZED { "DENY" } else { "CONNECT" };
-                    shared.metrics.failed(&info, flags);
+                    shared.metrics.failed(&info, refusal.response_flags());
                     tracing::warn!(pod = %pod.uid, src.addr = %peer, src.identity = ?info.src_identity.as_ref().map(|i| i.to_string()),
-                        status = %refusal.status, policy = ?refusal.policy, reason = %refusal.reason, "inbound HBONE refused");
-                    Err(refusal.status)
+                        status = %refusal.status(), policy = ?refusal.policy(), reason = %refusal, "inbound HBONE refused");
+                    Err(refusal.status())
                 }
             }
         }
@@ -469,8 +470,8 @@ async fn plaintext(
                 .inbound_denied
                 .fetch_add(1, Ordering::Relaxed);
             shared.metrics.failed(&info, "DENY");
-            tracing::warn!(pod = %pod.uid, src.addr = %peer, status = %refusal.status, policy = ?refusal.policy,
-                reason = %refusal.reason, "inbound plaintext refused");
+            tracing::warn!(pod = %pod.uid, src.addr = %peer, status = %refusal.status(), policy = ?refusal.policy(),
+                reason = %refusal, "inbound plaintext refused");
         }
     }
     Ok(())

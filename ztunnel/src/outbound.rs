@@ -10,14 +10,13 @@
 //!    service-addressed traffic);
 //! 4. anything else leaves as plain TCP to the original destination (it is not in the mesh).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mesh_core::hbone::HBONE_PORT;
 use mesh_core::identity::Identity;
-use mesh_core::proto::istio::workload::{gateway_address, GatewayAddress};
 
-use crate::state::{ServiceInfo, State, WorkloadInfo};
+use crate::state::{ServiceInfo, State, Waypoint, WaypointTarget, WorkloadInfo};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Route {
@@ -34,52 +33,47 @@ pub enum Route {
     /// Plain TCP to `target`: a destination outside the mesh.
     Passthrough { target: SocketAddr },
     /// Nothing can take it: the connection is refused.
-    Refused(String),
+    Refused(Unroutable),
 }
 
-fn san_identities(service: &ServiceInfo) -> Vec<Identity> {
-    service
-        .subject_alt_names
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect()
-}
-
-fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
-        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
-        _ => None,
-    }
+/// Why an outbound connection has nowhere to go.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unroutable {
+    #[error("no healthy upstream for service {service} port {port}")]
+    NoHealthyUpstream { service: String, port: u16 },
+    #[error("waypoint service {0} is not known")]
+    UnknownWaypointService(String),
+    #[error("waypoint {0} has no healthy endpoint")]
+    WaypointUnhealthy(String),
+    #[error("waypoint {0} is not a known workload")]
+    UnknownWaypointWorkload(std::net::IpAddr),
+    #[error("workload {0} has no address")]
+    NoAddress(String),
 }
 
 /// The HBONE route to a waypoint, tunnelling `original` unchanged.
 fn to_waypoint(
     state: &State,
-    gw: &GatewayAddress,
+    waypoint: &Waypoint,
     original: SocketAddr,
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Route {
-    let port = u16::try_from(gw.hbone_mtls_port)
-        .ok()
-        .filter(|p| *p != 0)
-        .unwrap_or(HBONE_PORT);
-    match gw.destination.as_ref() {
-        Some(gateway_address::Destination::Hostname(h)) => {
-            let key = format!("{}/{}", h.namespace, h.hostname);
-            let Some(svc) = state.service(&key) else {
-                return Route::Refused(format!("waypoint service {key} is not known"));
+    let port = waypoint.hbone_port;
+    match &waypoint.target {
+        WaypointTarget::Service(key) => {
+            let Some(svc) = state.service(key) else {
+                return Route::Refused(Unroutable::UnknownWaypointService(key.clone()));
             };
             let eps = state.endpoints(&svc, port);
             if eps.is_empty() {
-                return Route::Refused(format!("waypoint {key} has no healthy endpoint"));
+                return Route::Refused(Unroutable::WaypointUnhealthy(key.clone()));
             }
             let (w, target) = eps[pick(eps.len()) % eps.len()].clone();
             let Some(ip) = w.ips.first().copied() else {
-                return Route::Refused(format!("waypoint endpoint {} has no address", w.uid));
+                return Route::Refused(Unroutable::NoAddress(w.uid.clone()));
             };
             let mut identities = vec![w.identity.clone()];
-            identities.extend(san_identities(&svc));
+            identities.extend(svc.subject_alt_names.iter().cloned());
             Route::Hbone {
                 next_hop: SocketAddr::new(ip, target),
                 authority: original,
@@ -89,29 +83,23 @@ fn to_waypoint(
                 via_waypoint: true,
             }
         }
-        Some(gateway_address::Destination::Address(a)) => {
-            let Some(ip) = ip_of(&a.address) else {
-                return Route::Refused("waypoint address is not an IP".into());
-            };
-            match state.workload_by_ip(&a.network, ip) {
-                Some(w) => Route::Hbone {
-                    next_hop: SocketAddr::new(ip, port),
-                    authority: original,
-                    identities: vec![w.identity.clone()],
-                    workload: w,
-                    service: None,
-                    via_waypoint: true,
-                },
-                None => Route::Refused(format!("waypoint {ip} is not a known workload")),
-            }
-        }
-        None => Route::Refused("waypoint without destination".into()),
+        WaypointTarget::Workload { network, ip } => match state.workload_by_ip(network, *ip) {
+            Some(w) => Route::Hbone {
+                next_hop: SocketAddr::new(*ip, port),
+                authority: original,
+                identities: vec![w.identity.clone()],
+                workload: w,
+                service: None,
+                via_waypoint: true,
+            },
+            None => Route::Refused(Unroutable::UnknownWaypointWorkload(*ip)),
+        },
     }
 }
 
 fn direct(w: Arc<WorkloadInfo>, port: u16, service: Option<Arc<ServiceInfo>>) -> Route {
     let Some(ip) = w.ips.first().copied() else {
-        return Route::Refused(format!("workload {} has no address", w.uid));
+        return Route::Refused(Unroutable::NoAddress(w.uid.clone()));
     };
     if !w.hbone {
         return Route::Passthrough {
@@ -120,7 +108,7 @@ fn direct(w: Arc<WorkloadInfo>, port: u16, service: Option<Arc<ServiceInfo>>) ->
     }
     let mut identities = vec![w.identity.clone()];
     if let Some(s) = &service {
-        identities.extend(san_identities(s));
+        identities.extend(s.subject_alt_names.iter().cloned());
     }
     Route::Hbone {
         next_hop: SocketAddr::new(ip, HBONE_PORT),
@@ -146,11 +134,10 @@ pub fn route(
         }
         let eps = state.endpoints(&svc, original.port());
         if eps.is_empty() {
-            return Route::Refused(format!(
-                "no healthy upstream for service {} port {}",
-                svc.key,
-                original.port()
-            ));
+            return Route::Refused(Unroutable::NoHealthyUpstream {
+                service: svc.key.clone(),
+                port: original.port(),
+            });
         }
         let (w, target) = eps[pick(eps.len()) % eps.len()].clone();
         return direct(w, target, Some(svc));
@@ -174,8 +161,8 @@ pub fn route(
 mod tests {
     use super::*;
     use mesh_core::proto::istio::workload::{
-        address, Address, NamespacedHostname, NetworkAddress, Port, PortList, Service,
-        TunnelProtocol, Workload,
+        address, gateway_address, Address, GatewayAddress, NamespacedHostname, NetworkAddress,
+        Port, PortList, Service, TunnelProtocol, Workload,
     };
 
     fn add_workload(
@@ -303,13 +290,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A port the service does not map, and a service without endpoints: refused.
-        assert!(matches!(
+        assert_eq!(
             route(&s, &client, sa("10.96.0.1:81"), &mut first),
-            Route::Refused(_)
-        ));
+            Route::Refused(Unroutable::NoHealthyUpstream {
+                service: "demo/web.demo.svc.cluster.local".into(),
+                port: 81
+            })
+        );
         assert!(matches!(
             route(&s, &client, sa("10.96.0.2:80"), &mut first),
-            Route::Refused(_)
+            Route::Refused(Unroutable::NoHealthyUpstream { .. })
         ));
         // Pod IP in the mesh: HBONE with the port as dialled.
         match route(&s, &client, sa("10.0.0.3:9000"), &mut first) {

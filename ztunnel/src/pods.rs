@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use mesh_bpf::{PinDir, PodSpec};
@@ -218,10 +217,7 @@ impl Pods {
             return false;
         };
         if entry.proxy.is_some() {
-            self.shared
-                .metrics
-                .proxies_stopped
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.proxies_stopped.inc();
         }
         drop(entry.proxy);
         if let Err(e) = mesh_bpf::release(&self.spec(&entry.record)) {
@@ -241,10 +237,7 @@ impl Pods {
             .values()
             .filter(|e| e.state == PodState::WaitingForWorkload)
             .count();
-        self.shared
-            .metrics
-            .proxies_pending
-            .store(pending as u64, Ordering::Relaxed);
+        self.shared.metrics.proxies_pending.set(pending as i64);
     }
 
     fn want(&self, record: &PodRecord) -> Want {
@@ -290,10 +283,7 @@ impl Pods {
                     });
                 match started {
                     Ok(proxy) => {
-                        self.shared
-                            .metrics
-                            .proxies_started
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.shared.metrics.proxies_started.inc();
                         tracing::info!(%pod, container = %entry.record.container_id, "pod captured and served");
                         entry.proxy = Some(proxy);
                         entry.state = PodState::Serving;
@@ -307,10 +297,7 @@ impl Pods {
             Want::Release => {
                 let was_captured = entry.proxy.is_some() || spec.pin_dir.link().exists();
                 if entry.proxy.take().is_some() {
-                    self.shared
-                        .metrics
-                        .proxies_stopped
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.metrics.proxies_stopped.inc();
                 }
                 if was_captured {
                     match mesh_bpf::release(&spec) {

@@ -134,7 +134,7 @@ pub struct Policy {
     pub rules: Rules,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
     #[error("unknown scope {0}")]
     Scope(i32),

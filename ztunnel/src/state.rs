@@ -6,14 +6,95 @@
 //! xDS client sends back as a NACK) and the rest of the response still applies.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use mesh_core::hbone::HBONE_PORT;
 use mesh_core::identity::Identity;
 use mesh_core::proto::istio::security::Authorization;
-use mesh_core::proto::istio::workload::{address, Address, Service, TunnelProtocol, Workload};
+use mesh_core::proto::istio::workload::{
+    address, gateway_address, Address, GatewayAddress, Service, TunnelProtocol, Workload,
+};
 
-use crate::rbac::{Policy, Scope};
+use crate::rbac::{Policy, PolicyError, Scope};
+
+/// Why a resource was refused (sent back to the control plane in the NACK).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    #[error("an address of {0} bytes is neither IPv4 nor IPv6")]
+    AddressLength(usize),
+    #[error("port {0} is out of range")]
+    Port(u32),
+    #[error("workload without uid")]
+    NoUid,
+    #[error("unsupported tunnel protocol: legacy istio mtls")]
+    LegacyTunnel,
+    #[error("unknown tunnel protocol {0}")]
+    UnknownTunnel(i32),
+    #[error("service key {0:?} is not <namespace>/<hostname>")]
+    ServiceKey(String),
+    #[error("waypoint without destination")]
+    WaypointDestination,
+    #[error("resource {name:?} carries {kind} {carried:?}")]
+    NameMismatch {
+        name: String,
+        kind: &'static str,
+        carried: String,
+    },
+    #[error("address with neither workload nor service")]
+    EmptyAddress,
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// Where a waypoint is: the destination of a service's or workload's `waypoint`, typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaypointTarget {
+    /// A waypoint service, by `ns/hostname` (its endpoints are the waypoint's pods).
+    Service(String),
+    /// A waypoint workload, by address.
+    Workload { network: String, ip: IpAddr },
+}
+
+/// A waypoint: where it is and the port it takes HBONE on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waypoint {
+    pub target: WaypointTarget,
+    pub hbone_port: u16,
+}
+
+impl TryFrom<&GatewayAddress> for Waypoint {
+    type Error = ResourceError;
+
+    fn try_from(gw: &GatewayAddress) -> Result<Self, ResourceError> {
+        let hbone_port = match port(gw.hbone_mtls_port)? {
+            0 => HBONE_PORT,
+            p => p,
+        };
+        let target = match &gw.destination {
+            Some(gateway_address::Destination::Hostname(h)) => {
+                WaypointTarget::Service(format!("{}/{}", h.namespace, h.hostname))
+            }
+            Some(gateway_address::Destination::Address(a)) => WaypointTarget::Workload {
+                network: a.network.clone(),
+                ip: ip_from(&a.address)?,
+            },
+            None => return Err(ResourceError::WaypointDestination),
+        };
+        Ok(Waypoint { target, hbone_port })
+    }
+}
+
+impl std::fmt::Display for Waypoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            WaypointTarget::Service(key) => write!(f, "{key}:{}", self.hbone_port),
+            WaypointTarget::Workload { network, ip } => {
+                write!(f, "{network}/{}", SocketAddr::new(*ip, self.hbone_port))
+            }
+        }
+    }
+}
 
 /// A workload ready to route to.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,7 +111,7 @@ pub struct WorkloadInfo {
     /// `ns/hostname` -> (service port -> target port).
     pub services: HashMap<String, HashMap<u16, u16>>,
     pub authorization_policies: Vec<String>,
-    pub waypoint: Option<mesh_core::proto::istio::workload::GatewayAddress>,
+    pub waypoint: Option<Waypoint>,
     pub canonical_name: String,
     pub canonical_revision: String,
     pub workload_name: String,
@@ -48,40 +129,36 @@ pub struct ServiceInfo {
     pub vips: Vec<(String, IpAddr)>,
     /// service port -> target port (0: per endpoint).
     pub ports: HashMap<u16, u16>,
-    pub waypoint: Option<mesh_core::proto::istio::workload::GatewayAddress>,
-    pub subject_alt_names: Vec<String>,
+    pub waypoint: Option<Waypoint>,
+    /// Identities its endpoints may also present (parsed once, here).
+    pub subject_alt_names: Vec<Identity>,
 }
 
-fn ip_from(bytes: &[u8]) -> Result<IpAddr, String> {
-    match bytes.len() {
-        4 => Ok(IpAddr::from(
-            <[u8; 4]>::try_from(bytes).map_err(|_| "bad IPv4")?,
-        )),
-        16 => Ok(IpAddr::from(
-            <[u8; 16]>::try_from(bytes).map_err(|_| "bad IPv6")?,
-        )),
-        n => Err(format!("an address of {n} bytes is neither IPv4 nor IPv6")),
+fn ip_from(bytes: &[u8]) -> Result<IpAddr, ResourceError> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Ok(IpAddr::from(v4));
     }
+    <[u8; 16]>::try_from(bytes)
+        .map(IpAddr::from)
+        .map_err(|_| ResourceError::AddressLength(bytes.len()))
 }
 
-fn port(p: u32) -> Result<u16, String> {
-    u16::try_from(p).map_err(|_| format!("port {p} is out of range"))
+fn port(p: u32) -> Result<u16, ResourceError> {
+    u16::try_from(p).map_err(|_| ResourceError::Port(p))
 }
 
 impl TryFrom<&Workload> for WorkloadInfo {
-    type Error = String;
+    type Error = ResourceError;
 
-    fn try_from(w: &Workload) -> Result<Self, String> {
+    fn try_from(w: &Workload) -> Result<Self, ResourceError> {
         if w.uid.is_empty() {
-            return Err("workload without uid".into());
+            return Err(ResourceError::NoUid);
         }
         let hbone = match TunnelProtocol::try_from(w.tunnel_protocol) {
             Ok(TunnelProtocol::None) => false,
             Ok(TunnelProtocol::Hbone) => true,
-            Ok(TunnelProtocol::LegacyIstioMtls) => {
-                return Err("unsupported tunnel protocol: legacy istio mtls".into())
-            }
-            Err(_) => return Err(format!("unknown tunnel protocol {}", w.tunnel_protocol)),
+            Ok(TunnelProtocol::LegacyIstioMtls) => return Err(ResourceError::LegacyTunnel),
+            Err(_) => return Err(ResourceError::UnknownTunnel(w.tunnel_protocol)),
         };
         let ips = w
             .addresses
@@ -91,7 +168,7 @@ impl TryFrom<&Workload> for WorkloadInfo {
         let mut services = HashMap::new();
         for (key, list) in &w.services {
             if !key.contains('/') {
-                return Err(format!("service key {key:?} is not <namespace>/<hostname>"));
+                return Err(ResourceError::ServiceKey(key.clone()));
             }
             let mut ports = HashMap::new();
             for p in &list.ports {
@@ -122,7 +199,7 @@ impl TryFrom<&Workload> for WorkloadInfo {
             healthy: w.status == 0,
             services,
             authorization_policies: w.authorization_policies.clone(),
-            waypoint: w.waypoint.clone(),
+            waypoint: w.waypoint.as_ref().map(Waypoint::try_from).transpose()?,
             canonical_name: w.canonical_name.clone(),
             canonical_revision: w.canonical_revision.clone(),
             workload_name: w.workload_name.clone(),
@@ -132,27 +209,39 @@ impl TryFrom<&Workload> for WorkloadInfo {
 }
 
 impl TryFrom<&Service> for ServiceInfo {
-    type Error = String;
+    type Error = ResourceError;
 
-    fn try_from(s: &Service) -> Result<Self, String> {
+    fn try_from(s: &Service) -> Result<Self, ResourceError> {
         let vips = s
             .addresses
             .iter()
             .map(|a| Ok((a.network.clone(), ip_from(&a.address)?)))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, ResourceError>>()?;
         let mut ports = HashMap::new();
         for p in &s.ports {
             ports.insert(port(p.service_port)?, port(p.target_port)?);
         }
+        let key = format!("{}/{}", s.namespace, s.hostname);
+        // A SAN that is not a SPIFFE identity cannot be what a peer's certificate proves here;
+        // it is left out, and said so once, now.
+        let subject_alt_names = s
+            .subject_alt_names
+            .iter()
+            .filter_map(|san| {
+                san.parse()
+                    .inspect_err(|e| tracing::warn!(service = %key, %san, error = %e, "subject alt name is not a SPIFFE identity; left out"))
+                    .ok()
+            })
+            .collect();
         Ok(ServiceInfo {
-            key: format!("{}/{}", s.namespace, s.hostname),
+            key,
             name: s.name.clone(),
             namespace: s.namespace.clone(),
             hostname: s.hostname.clone(),
             vips,
             ports,
-            waypoint: s.waypoint.clone(),
-            subject_alt_names: s.subject_alt_names.clone(),
+            waypoint: s.waypoint.as_ref().map(Waypoint::try_from).transpose()?,
+            subject_alt_names,
         })
     }
 }
@@ -167,18 +256,20 @@ pub struct State {
     /// Service key -> UIDs of workloads that name it (endpoints may arrive before the service).
     endpoints: HashMap<String, BTreeSet<String>>,
     policies: HashMap<String, Arc<Policy>>,
-    /// Resource name -> version, per type, for `initial_resource_versions` on reconnect.
-    pub versions: HashMap<String, HashMap<String, String>>,
 }
 
 impl State {
     /// Applies one `istio.workload.Address` resource named `name`.
-    pub fn apply_address(&mut self, name: &str, addr: &Address) -> Result<(), String> {
+    pub fn apply_address(&mut self, name: &str, addr: &Address) -> Result<(), ResourceError> {
         match &addr.r#type {
             Some(address::Type::Workload(w)) => {
                 let info = WorkloadInfo::try_from(w)?;
                 if info.uid != name {
-                    return Err(format!("resource {name:?} carries workload {:?}", info.uid));
+                    return Err(ResourceError::NameMismatch {
+                        name: name.to_string(),
+                        kind: "workload",
+                        carried: info.uid,
+                    });
                 }
                 self.remove_workload(name);
                 for ip in &info.ips {
@@ -204,7 +295,7 @@ impl State {
                 self.services.insert(info.key.clone(), Arc::new(info));
                 Ok(())
             }
-            None => Err("address with neither workload nor service".into()),
+            None => Err(ResourceError::EmptyAddress),
         }
     }
 
@@ -249,10 +340,18 @@ impl State {
         }
     }
 
-    pub fn apply_authorization(&mut self, name: &str, a: &Authorization) -> Result<(), String> {
-        let policy = Policy::try_from(a).map_err(|e| e.to_string())?;
+    pub fn apply_authorization(
+        &mut self,
+        name: &str,
+        a: &Authorization,
+    ) -> Result<(), ResourceError> {
+        let policy = Policy::try_from(a)?;
         if policy.key != name {
-            return Err(format!("resource {name:?} carries policy {:?}", policy.key));
+            return Err(ResourceError::NameMismatch {
+                name: name.to_string(),
+                kind: "policy",
+                carried: policy.key,
+            });
         }
         self.policies.insert(policy.key.clone(), Arc::new(policy));
         Ok(())
@@ -422,15 +521,29 @@ mod tests {
         if let Some(address::Type::Workload(w)) = bad.r#type.as_mut() {
             w.addresses = vec![vec![1, 2, 3]];
         }
-        assert!(s.apply_address("u1", &bad).unwrap_err().contains("3 bytes"));
+        assert_eq!(
+            s.apply_address("u1", &bad),
+            Err(ResourceError::AddressLength(3))
+        );
         let mut legacy = workload("u1", [10, 0, 0, 1], "demo/x", true);
         if let Some(address::Type::Workload(w)) = legacy.r#type.as_mut() {
             w.tunnel_protocol = TunnelProtocol::LegacyIstioMtls as i32;
         }
-        assert!(s
-            .apply_address("u1", &legacy)
-            .unwrap_err()
-            .contains("legacy"));
+        assert_eq!(
+            s.apply_address("u1", &legacy),
+            Err(ResourceError::LegacyTunnel)
+        );
+        let mut no_way = workload("u1", [10, 0, 0, 1], "demo/x", true);
+        if let Some(address::Type::Workload(w)) = no_way.r#type.as_mut() {
+            w.waypoint = Some(GatewayAddress {
+                destination: None,
+                hbone_mtls_port: 15008,
+            });
+        }
+        assert_eq!(
+            s.apply_address("u1", &no_way),
+            Err(ResourceError::WaypointDestination)
+        );
         assert_eq!(s.counts(), (0, 0, 0));
     }
 }

@@ -1,17 +1,17 @@
-//! Metrics with Istio's names and labels (istio-wire-facts.md 6.1), rendered as Prometheus text,
-//! and the access log: one line per connection when it ends, with both identities.
+//! Metrics with Istio's names and labels (Istio's ztunnel: `istio_tcp_*` with the common
+//! traffic labels, `workload_manager_*`, `istio_xds_connection_terminations_total`,
+//! `istio_build`), kept in a `prometheus` registry and rendered by its text encoder; and the
+//! access log: one line per connection when it ends, with both identities.
 //!
-//! Each connection resolves its label set once, when it opens (one short lock), and holds its
-//! counters; bytes are added when it ends. Missing values render as `unknown`, as in Istio.
+//! Each connection resolves its label set once, when it opens, and holds its counters; bytes are
+//! added when it ends. Missing values render as `unknown`, as in Istio.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use mesh_core::identity::Identity;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::state::{ServiceInfo, WorkloadInfo};
 
@@ -43,16 +43,12 @@ const LABELS: [&str; 23] = [
 ];
 
 type LabelValues = [String; 23];
-/// A counter family: name, help, and which counter it reads.
-type Family = (&'static str, &'static str, fn(&Counters) -> u64);
 
-#[derive(Default)]
+/// The counters of one label set, resolved when a connection opens.
 struct Counters {
-    opened: AtomicU64,
-    closed: AtomicU64,
-    failed: AtomicU64,
-    received: AtomicU64,
-    sent: AtomicU64,
+    closed: IntCounter,
+    received: IntCounter,
+    sent: IntCounter,
 }
 
 /// Which side of the connection this ztunnel is.
@@ -136,30 +132,130 @@ impl ConnectionInfo {
 }
 
 /// The node's traffic metrics and pod-proxy gauges.
-#[derive(Default)]
 pub struct Metrics {
-    traffic: Mutex<HashMap<LabelValues, Arc<Counters>>>,
-    pub proxies_started: AtomicU64,
-    pub proxies_stopped: AtomicU64,
-    pub proxies_pending: AtomicU64,
-    pub xds_connection_terminations: AtomicU64,
-    pub connections_closed_by_policy: AtomicU64,
+    registry: Registry,
+    opened: IntCounterVec,
+    closed: IntCounterVec,
+    failed: IntCounterVec,
+    received: IntCounterVec,
+    sent: IntCounterVec,
+    pub proxies_started: IntCounter,
+    pub proxies_stopped: IntCounter,
+    pub proxies_pending: IntGauge,
+    active_proxies: IntGauge,
+    xds_terminations: IntCounter,
+    closed_by_policy: IntCounter,
+}
+
+/// What the metrics port reads from elsewhere at each scrape.
+pub struct Scrape {
+    /// Pods served now.
+    pub active_proxies: usize,
+    /// xDS streams that have ended so far.
+    pub xds_streams_ended: u64,
+    /// Open connections closed so far because a policy change denied them.
+    pub closed_by_policy: u64,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Fails only on an invalid name or a duplicate registration: a programming error that
+    // every test run would show.
+    r.expect("metric definition")
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let traffic = |name: &str, help: &str| {
+            let vec = must(IntCounterVec::new(Opts::new(name, help), &LABELS));
+            must(registry.register(Box::new(vec.clone())));
+            vec
+        };
+        let counter = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = must(IntGauge::new(name, help));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let build = must(IntGaugeVec::new(
+            Opts::new("istio_build", "Build information."),
+            &["component", "tag"],
+        ));
+        must(registry.register(Box::new(build.clone())));
+        build
+            .with_label_values(&["ztunnel", env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            opened: traffic("istio_tcp_connections_opened_total", "TCP connections opened."),
+            closed: traffic("istio_tcp_connections_closed_total", "TCP connections closed."),
+            failed: traffic(
+                "istio_tcp_connections_failed_total",
+                "TCP connections that failed (response_flags says why).",
+            ),
+            received: traffic(
+                "istio_tcp_received_bytes_total",
+                "Bytes in the request direction (client to server), counted when a connection ends.",
+            ),
+            sent: traffic(
+                "istio_tcp_sent_bytes_total",
+                "Bytes in the response direction (server to client), counted when a connection ends.",
+            ),
+            active_proxies: gauge(
+                "workload_manager_active_proxy_count",
+                "Pods served by this ztunnel.",
+            ),
+            proxies_pending: gauge(
+                "workload_manager_pending_proxy_count",
+                "Captured pods waiting for their workload or a proxy.",
+            ),
+            proxies_started: counter(
+                "workload_manager_proxies_started_total",
+                "Pod proxies started.",
+            ),
+            proxies_stopped: counter(
+                "workload_manager_proxies_stopped_total",
+                "Pod proxies stopped.",
+            ),
+            xds_terminations: counter(
+                "istio_xds_connection_terminations_total",
+                "xDS streams that ended.",
+            ),
+            closed_by_policy: counter(
+                "ztunnel_connections_closed_by_policy_total",
+                "Open connections closed because a policy change denied them.",
+            ),
+            registry,
+        }
+    }
+}
+
+/// Raises a counter to `total` (a count kept elsewhere, read at scrape time).
+fn catch_up(counter: &IntCounter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
 }
 
 impl Metrics {
-    fn counters(&self, labels: LabelValues) -> Arc<Counters> {
-        self.traffic
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(labels)
-            .or_default()
-            .clone()
+    fn label_refs(labels: &LabelValues) -> [&str; 23] {
+        std::array::from_fn(|i| labels[i].as_str())
     }
 
     /// Counts a connection as opened; the returned handle counts and logs its end.
     pub fn open(&self, info: ConnectionInfo) -> Connection {
-        let counters = self.counters(info.labels("-"));
-        counters.opened.fetch_add(1, Ordering::Relaxed);
+        let labels = info.labels("-");
+        let values = Self::label_refs(&labels);
+        self.opened.with_label_values(&values).inc();
+        let counters = Counters {
+            closed: self.closed.with_label_values(&values),
+            received: self.received.with_label_values(&values),
+            sent: self.sent.with_label_values(&values),
+        };
         Connection {
             counters,
             info,
@@ -172,120 +268,26 @@ impl Metrics {
 
     /// Counts a connection that failed before it could open (denied, no upstream, ...).
     pub fn failed(&self, info: &ConnectionInfo, response_flags: &str) {
-        let counters = self.counters(info.labels(response_flags));
-        counters.failed.fetch_add(1, Ordering::Relaxed);
+        let labels = info.labels(response_flags);
+        self.failed
+            .with_label_values(&Self::label_refs(&labels))
+            .inc();
     }
 
-    /// The Prometheus text exposition of everything, plus `extra` lines (already rendered).
-    pub fn render(&self, active_proxies: usize, extra: &str) -> String {
-        let traffic: Vec<(LabelValues, Arc<Counters>)> = {
-            let t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
-            let mut v: Vec<_> = t.iter().map(|(k, c)| (k.clone(), c.clone())).collect();
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
-        let mut out = String::with_capacity(4096);
-        let families: [Family; 5] = [
-            ("istio_tcp_connections_opened_total", "TCP connections opened", |c| {
-                c.opened.load(Ordering::Relaxed)
-            }),
-            ("istio_tcp_connections_closed_total", "TCP connections closed", |c| {
-                c.closed.load(Ordering::Relaxed)
-            }),
-            (
-                "istio_tcp_connections_failed_total",
-                "TCP connections that failed (response_flags says why)",
-                |c| c.failed.load(Ordering::Relaxed),
-            ),
-            (
-                "istio_tcp_received_bytes_total",
-                "Bytes in the request direction (client to server), counted when a connection ends",
-                |c| c.received.load(Ordering::Relaxed),
-            ),
-            (
-                "istio_tcp_sent_bytes_total",
-                "Bytes in the response direction (server to client), counted when a connection ends",
-                |c| c.sent.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, help, get) in families {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
-            for (labels, c) in &traffic {
-                let value = get(c);
-                if value == 0 && name.contains("failed") {
-                    continue;
-                }
-                out.push_str(name);
-                out.push('{');
-                for (i, (k, v)) in LABELS.iter().zip(labels.iter()).enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let _ = write!(out, "{k}=\"{}\"", escape(v));
-                }
-                let _ = writeln!(out, "}} {value}");
-            }
-        }
-        let gauge = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}.\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        gauge(
-            &mut out,
-            "workload_manager_active_proxy_count",
-            "gauge",
-            "Pods served by this ztunnel",
-            active_proxies as u64,
-        );
-        gauge(
-            &mut out,
-            "workload_manager_pending_proxy_count",
-            "gauge",
-            "Captured pods waiting for their workload or a proxy",
-            self.proxies_pending.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "workload_manager_proxies_started_total",
-            "counter",
-            "Pod proxies started",
-            self.proxies_started.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "workload_manager_proxies_stopped_total",
-            "counter",
-            "Pod proxies stopped",
-            self.proxies_stopped.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "istio_xds_connection_terminations_total",
-            "counter",
-            "xDS streams that ended",
-            self.xds_connection_terminations.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP istio_build Build information.\n# TYPE istio_build gauge\nistio_build{{component=\"ztunnel\",tag=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        out.push_str(extra);
-        out
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self, scrape: Scrape) -> String {
+        self.active_proxies.set(scrape.active_proxies as i64);
+        catch_up(&self.xds_terminations, scrape.xds_streams_ended);
+        catch_up(&self.closed_by_policy, scrape.closed_by_policy);
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding the metrics failed: {e}\n"))
     }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// An open connection; dropping it counts it closed and writes its access-log line.
 pub struct Connection {
-    counters: Arc<Counters>,
+    counters: Counters,
     info: ConnectionInfo,
     start: Instant,
     received: u64,
@@ -308,9 +310,9 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         let c = &self.counters;
-        c.closed.fetch_add(1, Ordering::Relaxed);
-        c.received.fetch_add(self.received, Ordering::Relaxed);
-        c.sent.fetch_add(self.sent, Ordering::Relaxed);
+        c.closed.inc();
+        c.received.inc_by(self.received);
+        c.sent.inc_by(self.sent);
         let i = &self.info;
         let name = |w: &Option<Arc<WorkloadInfo>>| w.as_ref().map(|w| w.name.clone());
         let ns = |w: &Option<Arc<WorkloadInfo>>| w.as_ref().map(|w| w.namespace.clone());
@@ -367,6 +369,24 @@ mod tests {
         }
     }
 
+    /// The lines of `family` in `text`, each as its label map and value.
+    fn samples(text: &str, family: &str) -> Vec<(std::collections::HashMap<String, String>, u64)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(family)?.strip_prefix('{'))
+            .map(|rest| {
+                let (labels, value) = rest.rsplit_once("} ").unwrap();
+                let map = labels
+                    .split("\",")
+                    .map(|kv| {
+                        let (k, v) = kv.split_once("=\"").unwrap();
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (map, value.parse().unwrap())
+            })
+            .collect()
+    }
+
     #[test]
     fn connections_are_counted_with_istios_labels() {
         let m = Metrics::default();
@@ -375,31 +395,51 @@ mod tests {
             c.add_bytes(10, 200);
         }
         m.failed(&info(Direction::Inbound), "DENY");
-        let text = m.render(1, "");
-        let opened = text
-            .lines()
-            .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
-            .unwrap();
-        assert!(opened.starts_with("istio_tcp_connections_opened_total{reporter=\"destination\",source_workload=\"unknown\","), "{opened}");
-        assert!(opened.contains("source_principal=\"spiffe://cluster.local/ns/demo/sa/client\""));
-        assert!(opened.contains("connection_security_policy=\"mutual_tls\""));
-        assert!(opened.ends_with("} 1"));
-        assert!(text
-            .lines()
-            .any(|l| l.starts_with("istio_tcp_received_bytes_total{") && l.ends_with("} 10")));
-        assert!(text
-            .lines()
-            .any(|l| l.starts_with("istio_tcp_sent_bytes_total{") && l.ends_with("} 200")));
-        assert!(text
-            .lines()
-            .any(|l| l.starts_with("istio_tcp_connections_failed_total{")
-                && l.contains("response_flags=\"DENY\"")
-                && l.ends_with("} 1")));
-        assert!(text.contains("workload_manager_active_proxy_count 1"));
+        let text = m.render(Scrape {
+            active_proxies: 1,
+            xds_streams_ended: 2,
+            closed_by_policy: 3,
+        });
+        let opened = samples(&text, "istio_tcp_connections_opened_total");
+        assert_eq!(opened.len(), 1, "{text}");
+        let (labels, value) = &opened[0];
+        assert_eq!(value, &1);
+        let mut names: Vec<&str> = labels.keys().map(String::as_str).collect();
+        names.sort();
+        let mut expected = LABELS.to_vec();
+        expected.sort();
+        assert_eq!(names, expected, "exactly Istio's label names");
+        assert_eq!(labels["reporter"], "destination");
+        assert_eq!(labels["source_workload"], "unknown");
+        assert_eq!(
+            labels["source_principal"],
+            "spiffe://cluster.local/ns/demo/sa/client"
+        );
+        assert_eq!(labels["connection_security_policy"], "mutual_tls");
+        assert_eq!(labels["response_flags"], "-");
+        assert_eq!(samples(&text, "istio_tcp_connections_closed_total")[0].1, 1);
+        assert_eq!(samples(&text, "istio_tcp_received_bytes_total")[0].1, 10);
+        assert_eq!(samples(&text, "istio_tcp_sent_bytes_total")[0].1, 200);
+        let failed = samples(&text, "istio_tcp_connections_failed_total");
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0["response_flags"], "DENY");
+        assert_eq!(failed[0].1, 1);
+        assert!(text.contains("\nworkload_manager_active_proxy_count 1\n"));
+        assert!(text.contains("\nistio_xds_connection_terminations_total 2\n"));
+        assert!(text.contains("\nztunnel_connections_closed_by_policy_total 3\n"));
+        assert!(text.contains("istio_build{component=\"ztunnel\",tag=\""));
+        assert!(text.contains("# TYPE istio_tcp_connections_opened_total counter"));
     }
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let m = Metrics::default();
+        m.failed(&info(Direction::Outbound), "a\"b\\c\nd");
+        let text = m.render(Scrape {
+            active_proxies: 0,
+            xds_streams_ended: 0,
+            closed_by_policy: 0,
+        });
+        assert!(text.contains(r#"response_flags="a\"b\\c\nd""#), "{text}");
     }
 }

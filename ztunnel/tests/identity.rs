@@ -5,9 +5,10 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
+use mesh_core::control_plane::ControlPlane;
+use mesh_core::identity::manager::{renew_at, CaConfig, IdentityManager, Requester};
 use mesh_core::identity::Identity;
 use support::{control_plane_dir, istiod};
-use ztunnel::identity::{renew_at, CaConfig, IdentityManager};
 
 const TOKEN: &str = "node1-token-0123456789abcdef";
 
@@ -30,10 +31,13 @@ async fn certificates_are_issued_refused_and_renewed() {
     let dir = control_plane_dir(TOKEN, &[("pods.yaml", CONFIG)]);
     let running = istiod(dir.path(), None).await;
     let manager = IdentityManager::new(CaConfig {
-        address: format!("https://localhost:{}", running.xds_addr.port()),
-        server_name: "localhost".into(),
-        root_pem: running.root_cert_pem.clone(),
-        token: TOKEN.into(),
+        control_plane: ControlPlane {
+            address: format!("https://localhost:{}", running.xds_addr.port()),
+            server_name: "localhost".into(),
+            root_pem: running.root_cert_pem.clone(),
+            token: TOKEN.into(),
+        },
+        requester: Requester::Node,
         // Short, so renewal (at half-life) happens during the test.
         ttl: Duration::from_secs(4),
     });

@@ -7,10 +7,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use mesh_core::control_plane::ControlPlane;
+use mesh_core::xds::ClientStatus;
 use support::{control_plane_dir, istiod};
 use tokio::sync::watch;
 use ztunnel::state::State;
-use ztunnel::xds::{run, XdsConfig, XdsStatus};
+use ztunnel::xds::{run, XdsConfig};
 
 const TOKEN: &str = "node1-token-0123456789abcdef";
 
@@ -71,12 +73,14 @@ async fn the_client_follows_istiod_and_survives_its_restart() {
     let running = istiod(dir.path(), Some(port)).await;
 
     let state = Arc::new(RwLock::new(State::default()));
-    let (status_tx, mut status) = watch::channel(XdsStatus::default());
+    let (status_tx, mut status) = watch::channel(ClientStatus::default());
     let config = XdsConfig {
-        address: format!("https://localhost:{port}"),
-        server_name: "localhost".into(),
-        root_pem: running.root_cert_pem.clone(),
-        token: TOKEN.into(),
+        control_plane: ControlPlane {
+            address: format!("https://localhost:{port}"),
+            server_name: "localhost".into(),
+            root_pem: running.root_cert_pem.clone(),
+            token: TOKEN.into(),
+        },
         node_name: "node1".into(),
     };
     let client = tokio::spawn(run(config, state.clone(), status_tx));

@@ -22,8 +22,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 pub use authority::Authority;
 
-/// The metadata key naming the identity a node proxy asks for on a pod's behalf.
-pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
+pub use mesh_core::identity::manager::IMPERSONATED_IDENTITY;
 
 pub struct CaService {
     pub authority: Arc<Authority>,

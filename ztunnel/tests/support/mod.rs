@@ -13,11 +13,13 @@ use std::time::Duration;
 use istiod_lite::app::{start, Running};
 use istiod_lite::config::Config;
 use mesh_bpf::{bpffs, pod, PinDir, PodSpec};
+use mesh_core::control_plane::ControlPlane;
+use mesh_core::identity::manager::{CaConfig, IdentityManager, Requester};
+use mesh_core::xds::ClientStatus;
 use tokio::sync::watch;
-use ztunnel::identity::{CaConfig, IdentityManager};
 use ztunnel::inpod::{self, Counters, PodProxy, Shared};
 use ztunnel::state::State;
-use ztunnel::xds::{run, XdsConfig, XdsStatus};
+use ztunnel::xds::{run, XdsConfig};
 
 pub const POD1: &str = "zte-pod1";
 pub const POD2: &str = "zte-pod2";
@@ -196,7 +198,7 @@ pub struct Mesh {
     pub dir: tempfile::TempDir,
     pub istiod: Running,
     pub state: Arc<RwLock<State>>,
-    pub status: watch::Receiver<XdsStatus>,
+    pub status: watch::Receiver<ClientStatus>,
     pub shared: Arc<Shared>,
     pub pods: Vec<PodProxy>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -221,17 +223,19 @@ impl Mesh {
         // The control plane.
         let dir = control_plane_dir(TOKEN, &[("demo.yaml", CONFIG)]);
         let istiod = istiod(dir.path(), None).await;
-        let address = format!("https://localhost:{}", istiod.xds_addr.port());
+        let control_plane = ControlPlane {
+            address: format!("https://localhost:{}", istiod.xds_addr.port()),
+            server_name: "localhost".into(),
+            root_pem: istiod.root_cert_pem.clone(),
+            token: TOKEN.into(),
+        };
 
         // ztunnel: state from xDS, certificates from the CA, one proxy per pod.
         let state = Arc::new(RwLock::new(State::default()));
-        let (status_tx, mut status) = watch::channel(XdsStatus::default());
+        let (status_tx, mut status) = watch::channel(ClientStatus::default());
         let xds = tokio::spawn(run(
             XdsConfig {
-                address: address.clone(),
-                server_name: "localhost".into(),
-                root_pem: istiod.root_cert_pem.clone(),
-                token: TOKEN.into(),
+                control_plane: control_plane.clone(),
                 node_name: "node1".into(),
             },
             state.clone(),
@@ -244,10 +248,8 @@ impl Mesh {
         let shared = Arc::new(Shared {
             state: state.clone(),
             identities: IdentityManager::new(CaConfig {
-                address,
-                server_name: "localhost".into(),
-                root_pem: istiod.root_cert_pem.clone(),
-                token: TOKEN.into(),
+                control_plane,
+                requester: Requester::Node,
                 ttl: Duration::from_secs(3600),
             }),
             counters: Counters::default(),

@@ -1,7 +1,10 @@
-//! SPIFFE workload identities of the form `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`.
+//! SPIFFE workload identities of the form `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`,
+//! and (in [`manager`]) the certificates a proxy holds for them.
 //!
 //! Parsing is strict (exactly the five path parts, literal `ns` and `sa`), as Istio's is: an
 //! identity that parses loosely could be accepted where it should not be.
+
+pub mod manager;
 
 use std::fmt;
 use std::str::FromStr;

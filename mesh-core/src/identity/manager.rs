@@ -1,30 +1,46 @@
-//! Certificates of the identities a ztunnel serves, from the mesh CA (istio-wire-facts.md 3):
-//! a fresh P-256 key and CSR per request, the pod's identity asked for by impersonation, and
-//! renewal at half-life. While a renewal is under way (or failing, with backoff), the old
-//! certificate keeps serving until it expires.
+//! The certificates of the identities a proxy serves, from the mesh CA
+//! (`istio.v1.auth.IstioCertificateService/CreateCertificate`): a fresh P-256 key and CSR per
+//! request, and renewal at half life. While a renewal is under way (or failing, with backoff),
+//! the old certificate keeps serving until it expires.
+//!
+//! Who asks decides how: a node proxy (ztunnel) asks on a pod's behalf, naming the pod's identity
+//! in `ImpersonatedIdentity` metadata; a workload proxy (a waypoint) asks as itself, and the CA
+//! gives it the identity its token names and no other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use mesh_core::identity::Identity;
-use mesh_core::mtls::WorkloadCertificate;
-use mesh_core::proto::istio::ca::istio_certificate_service_client::IstioCertificateServiceClient;
-use mesh_core::proto::istio::ca::IstioCertificateRequest;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use tokio::sync::watch;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use super::Identity;
+use crate::control_plane::ControlPlane;
+use crate::mtls::WorkloadCertificate;
+use crate::proto::istio::ca::istio_certificate_service_client::IstioCertificateServiceClient;
+use crate::proto::istio::ca::IstioCertificateRequest;
+
+/// The metadata key naming the identity a node proxy asks for on a pod's behalf.
+pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(150);
 
+/// Whose certificates a proxy asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requester {
+    /// A node proxy, for the pods of its node: every request names the identity
+    /// (`ImpersonatedIdentity`).
+    Node,
+    /// A workload, for its own identity only.
+    Workload,
+}
+
 #[derive(Clone, Debug)]
 pub struct CaConfig {
-    /// `https://host:port` of the CA (istiod-lite's xDS port).
-    pub address: String,
-    pub server_name: String,
-    pub root_pem: String,
-    pub token: String,
+    /// The CA (istiod-lite's xDS port, by default).
+    pub control_plane: ControlPlane,
+    pub requester: Requester,
     /// Lifetime to ask for.
     pub ttl: Duration,
 }
@@ -41,7 +57,7 @@ pub enum IdentityError {
     Response(String, String),
 }
 
-/// Requests one certificate.
+/// Requests one certificate for `id`.
 pub async fn request(
     config: &CaConfig,
     id: &Identity,
@@ -60,37 +76,29 @@ pub async fn request(
         .serialize_request(&key)
         .and_then(|c| c.pem())
         .map_err(|e| IdentityError::Csr(e.to_string()))?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&config.root_pem))
-        .domain_name(config.server_name.clone());
-    let connect_err = |e: String| IdentityError::Connect(config.address.clone(), e);
-    let channel = Channel::from_shared(config.address.clone())
-        .map_err(|e| connect_err(e.to_string()))?
-        .tls_config(tls)
-        .map_err(|e| connect_err(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| connect_err(e.to_string()))?;
-    let metadata = prost_types::Struct {
-        fields: [(
-            "ImpersonatedIdentity".to_string(),
-            prost_types::Value {
-                kind: Some(prost_types::value::Kind::StringValue(id.to_string())),
-            },
-        )]
-        .into_iter()
-        .collect(),
+    let cp = &config.control_plane;
+    let connect_err = |e: String| IdentityError::Connect(cp.address.clone(), e);
+    let channel = cp.connect().await.map_err(|e| connect_err(e.to_string()))?;
+    let metadata = match config.requester {
+        Requester::Node => Some(prost_types::Struct {
+            fields: [(
+                IMPERSONATED_IDENTITY.to_string(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(id.to_string())),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        }),
+        Requester::Workload => None,
     };
-    let mut req = tonic::Request::new(IstioCertificateRequest {
-        csr,
-        validity_duration: config.ttl.as_secs() as i64,
-        metadata: Some(metadata),
-    });
-    let auth = format!("Bearer {}", config.token)
-        .parse()
-        .map_err(|_| connect_err("token is not valid header text".into()))?;
-    req.metadata_mut().insert("authorization", auth);
+    let req = cp
+        .request(IstioCertificateRequest {
+            csr,
+            validity_duration: config.ttl.as_secs() as i64,
+            metadata,
+        })
+        .map_err(|e| connect_err(e.to_string()))?;
     let resp = IstioCertificateServiceClient::new(channel)
         .create_certificate(req)
         .await
@@ -116,7 +124,7 @@ struct Slot {
     renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// The certificates of every identity this ztunnel serves.
+/// The certificates of every identity a proxy serves.
 pub struct IdentityManager {
     config: CaConfig,
     slots: Mutex<HashMap<Identity, Slot>>,
@@ -163,8 +171,12 @@ impl IdentityManager {
             self.install(id, cert.clone());
             return Ok(cert);
         };
-        let failed =
-            || IdentityError::Connect(self.config.address.clone(), "the first fetch failed".into());
+        let failed = || {
+            IdentityError::Connect(
+                self.config.control_plane.address.clone(),
+                "the first fetch failed".into(),
+            )
+        };
         let cert = rx
             .wait_for(|c| c.as_ref().is_some_and(|c| c.not_after > SystemTime::now()))
             .await
@@ -180,44 +192,7 @@ impl IdentityManager {
         slot.cert.send_replace(Some(cert.clone()));
         if slot.renewal.is_none() {
             let me = Arc::downgrade(self);
-            let id = id.clone();
-            slot.renewal = Some(tokio::spawn(async move {
-                let mut current = cert;
-                let mut received = SystemTime::now();
-                loop {
-                    let wait = renew_at(&current, received)
-                        .duration_since(SystemTime::now())
-                        .unwrap_or_default();
-                    tokio::time::sleep(wait).await;
-                    let mut backoff = INITIAL_BACKOFF;
-                    loop {
-                        let Some(manager) = me.upgrade() else { return };
-                        match request(&manager.config, &id).await {
-                            Ok(new) => {
-                                current = Arc::new(new);
-                                received = SystemTime::now();
-                                tracing::info!(identity = %id, expires = ?current.not_after, "certificate renewed");
-                                if let Some(slot) = manager
-                                    .slots
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .get(&id)
-                                {
-                                    slot.cert.send_replace(Some(current.clone()));
-                                }
-                                break;
-                            }
-                            Err(e) => {
-                                tracing::warn!(identity = %id, error = %e, retry_in_ms = backoff.as_millis() as u64,
-                                    "certificate renewal failed; the current certificate serves until it expires");
-                                drop(manager);
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(MAX_BACKOFF);
-                            }
-                        }
-                    }
-                }
-            }));
+            slot.renewal = Some(tokio::spawn(renew(me, id.clone(), cert)));
         }
     }
 
@@ -235,7 +210,7 @@ impl IdentityManager {
         }
     }
 
-    /// Identities held, with their expiry (for the admin endpoint).
+    /// Identities held, with their expiry (for admin endpoints).
     pub fn held(&self) -> Vec<(Identity, Option<SystemTime>)> {
         self.slots
             .lock()
@@ -243,6 +218,50 @@ impl IdentityManager {
             .iter()
             .map(|(id, s)| (id.clone(), s.cert.borrow().as_ref().map(|c| c.not_after)))
             .collect()
+    }
+}
+
+/// Renews `id` at half life for as long as its manager lives, retrying with backoff.
+async fn renew(
+    manager: std::sync::Weak<IdentityManager>,
+    id: Identity,
+    mut current: Arc<WorkloadCertificate>,
+) {
+    let mut received = SystemTime::now();
+    loop {
+        let wait = renew_at(&current, received)
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let mut backoff = INITIAL_BACKOFF;
+        loop {
+            let Some(manager) = manager.upgrade() else {
+                return;
+            };
+            match request(&manager.config, &id).await {
+                Ok(new) => {
+                    current = Arc::new(new);
+                    received = SystemTime::now();
+                    tracing::info!(identity = %id, expires = ?current.not_after, "certificate renewed");
+                    if let Some(slot) = manager
+                        .slots
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&id)
+                    {
+                        slot.cert.send_replace(Some(current.clone()));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(identity = %id, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                        "certificate renewal failed; the current certificate serves until it expires");
+                    drop(manager);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
     }
 }
 
