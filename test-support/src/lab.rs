@@ -169,3 +169,28 @@ fn remove_pins(dir: &Path) {
 fn is_bpffs(path: &str) -> bool {
     sh(&["stat", "-f", "-c", "%T", path]).trim() == "bpf_fs"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs root; uses the `spk-` prefix of bpf's suite, so never run it beside that suite.
+    #[test]
+    #[ignore = "needs root and creates network namespaces; run with --ignored"]
+    fn a_panicking_test_leaves_nothing_behind() {
+        let (a, b) = ("spk-lab-probe-a", "spk-lab-probe-b");
+        let outcome = std::thread::spawn(move || {
+            let mut lab = Lab::new(None);
+            lab.add_netns(a);
+            lab.add_netns(b);
+            lab.add_veth((a, "eth0"), (b, "eth0"));
+            lab.add_address(a, "eth0", "10.249.0.1/24");
+            assert!(netns_path(a).exists() && netns_path(b).exists());
+            panic!("the test fails here");
+        })
+        .join();
+        assert!(outcome.is_err(), "the lab's user panicked");
+        assert!(!netns_path(a).exists(), "{a} left behind");
+        assert!(!netns_path(b).exists(), "{b} left behind");
+    }
+}
