@@ -18,23 +18,9 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-need_pkgs=()
-command -v clang >/dev/null || need_pkgs+=(clang)
-[ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
-[ -f /usr/include/linux/bpf.h ] || need_pkgs+=(linux-libc-dev)
-command -v ip >/dev/null || need_pkgs+=(iproute2)
-command -v nsenter >/dev/null || need_pkgs+=(util-linux)
-[ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-  if command -v apt-get >/dev/null; then
-    echo "== installing ${need_pkgs[*]} (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-  else
-    echo "missing system packages: ${need_pkgs[*]}; install them and run again" >&2
-    exit 1
-  fi
-fi
+# System packages (scripts/packages.sh), installed with apt when missing.
+. scripts/packages.sh
+install_packages build demo
 
 echo "== building (cargo build --bins)"
 cargo build --bins --locked

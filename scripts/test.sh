@@ -10,29 +10,14 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# System packages: clang and libbpf's headers build the eBPF program (bpf/); iproute2 and python3
-# drive the capture test. Installed with apt when missing (as root), else we say what to install.
-need_pkgs=()
-command -v clang >/dev/null || need_pkgs+=(clang)
-[ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
-[ -f /usr/include/linux/bpf.h ] || need_pkgs+=(linux-libc-dev)
-command -v ip >/dev/null || need_pkgs+=(iproute2)
-# The end-to-end tests (root) make pods with the real CNI plugins, capture the underlay with
-# tcpdump and check with nft that no iptables/nftables rule exists.
+# System packages (scripts/packages.sh): what builds the eBPF program and drives the capture
+# test, and as root what the end-to-end tests use. Installed with apt when missing (as root),
+# else we say what to install.
+. scripts/packages.sh
 if [ "$(id -u)" = 0 ]; then
-  [ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
-  command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
-  command -v nft >/dev/null || need_pkgs+=(nftables)
-fi
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing ${need_pkgs[*]} (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-  else
-    echo "missing system packages: ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]}) and run again" >&2
-    exit 1
-  fi
+  install_packages build e2e
+else
+  install_packages build
 fi
 
 echo "== build"

@@ -5,8 +5,9 @@
 //! `cargo test --test e2e -- --ignored --nocapture --test-threads=1`.
 //!
 //! Topology: `spk-pod1` (10.250.0.1/24) ==veth== `spk-pod2` (10.250.0.2/24). Capture is enrolled
-//! in spk-pod1 only. Everything created here is removed by exact name when [`Lab`] drops, also
-//! after a failed check; leftovers of an aborted run are removed before starting.
+//! in spk-pod1 only. Everything created here is removed by exact name when the lab
+//! (mesh-test-support's `Lab`) drops, also after a failed check; leftovers of an aborted run are
+//! removed before starting.
 
 use std::{
     io::{ErrorKind, Write},
@@ -19,15 +20,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mesh_bpf::{
-    bpffs, listener, netns, pod, Counter, PinDir, PodConfig, ProxySockets, SockSlot, Stats,
-};
+use mesh_bpf::{listener, netns, pod, Counter, PinDir, PodConfig, ProxySockets, SockSlot, Stats};
+use mesh_test_support::{netns_path, sh, Lab};
 
 const POD1: &str = "spk-pod1";
 const POD2: &str = "spk-pod2";
 const POD1_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
 const POD2_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
-const BPFFS: &str = "/sys/fs/bpf";
 const PIN_ROOT: &str = "/sys/fs/bpf/spk";
 const PIN_DIR: &str = "/sys/fs/bpf/spk/spk-pod1";
 const APP_PORT: u16 = 8080;
@@ -61,7 +60,9 @@ enum Outcome {
 fn sk_lookup_captures_outbound_and_inbound() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "this test must run as root");
-    let lab = Lab::start();
+    let lab = Lab::pod_pair(PIN_ROOT, (POD1, POD1_IP), (POD2, POD2_IP));
+    // The lab removes the pins of its pods: the loader's must be among them.
+    assert_eq!(lab.pin_dir(POD1), Path::new(PIN_DIR));
     let pins = PinDir::new(PIN_DIR);
     let pod1_ns = netns_path(POD1);
 
@@ -83,7 +84,7 @@ fn sk_lookup_captures_outbound_and_inbound() {
     assert_eq!(app_hits.load(Ordering::SeqCst), 1);
 
     step("enrol pod1: policy routing + `mesh-bpf attach` (fail-closed)");
-    lab.install_routing(POD1, POD1_IP);
+    install_routing(POD1, POD1_IP);
     run_loader(&[
         "attach",
         "--netns",
@@ -324,103 +325,16 @@ fn step(what: &str) {
     println!("== {what}");
 }
 
-fn netns_path(name: &str) -> std::path::PathBuf {
-    Path::new("/run/netns").join(name)
-}
-
-/// Runs a command and returns its stdout; panics with its stderr if it fails.
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// The routing rules of design (a) for the pod in `ns`; they vanish with the netns.
+fn install_routing(ns: &str, ip: Ipv4Addr) {
+    mesh_bpf::routing::install(&netns_path(ns), ip).unwrap();
+    // Idempotent: a retried enrolment changes nothing.
+    let rules = sh(&["ip", "-n", ns, "rule", "show"]);
+    mesh_bpf::routing::install(&netns_path(ns), ip).unwrap();
+    assert_eq!(sh(&["ip", "-n", ns, "rule", "show"]), rules);
+    assert!(mesh_bpf::routing::is_installed(&netns_path(ns)).unwrap());
+    println!(
+        "  rules:\n{}",
+        sh(&["ip", "-n", ns, "rule", "show"]).trim_end()
     );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Owns everything the test creates: two netns (with the veth and routes inside them), the
-/// pin directory, and the bpffs mount if the test had to mount it.
-struct Lab {
-    mounted_bpffs: bool,
-}
-
-impl Lab {
-    fn start() -> Self {
-        Self::remove_leftovers();
-        let mounted_bpffs = !bpffs::is_bpffs(Path::new(BPFFS)).unwrap();
-        // Build the guard before creating anything, so a failure below still cleans up.
-        let lab = Lab { mounted_bpffs };
-        if mounted_bpffs {
-            sh(&["mount", "-t", "bpf", "bpf", BPFFS]);
-        }
-        sh(&["ip", "netns", "add", POD1]);
-        sh(&["ip", "netns", "add", POD2]);
-        // Created inside pod1 with its peer moved straight into pod2: the host netns never
-        // sees either end.
-        sh(&[
-            "ip", "-n", POD1, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
-            "netns", POD2,
-        ]);
-        for (ns, ip) in [(POD1, POD1_IP), (POD2, POD2_IP)] {
-            sh(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                "eth0",
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-        }
-        lab
-    }
-
-    /// The per-pod rules of design (a); they vanish with the netns.
-    fn install_routing(&self, ns: &str, ip: Ipv4Addr) {
-        mesh_bpf::routing::install(&netns_path(ns), ip).unwrap();
-        // Idempotent: a retried enrolment changes nothing.
-        let rules = sh(&["ip", "-n", ns, "rule", "show"]);
-        mesh_bpf::routing::install(&netns_path(ns), ip).unwrap();
-        assert_eq!(sh(&["ip", "-n", ns, "rule", "show"]), rules);
-        assert!(mesh_bpf::routing::is_installed(&netns_path(ns)).unwrap());
-        println!(
-            "  rules:\n{}",
-            sh(&["ip", "-n", ns, "rule", "show"]).trim_end()
-        );
-    }
-
-    /// Removes, by exact name, whatever this test may have created; ignores what is absent.
-    fn remove_leftovers() {
-        if Path::new(PIN_DIR).exists() {
-            if let Err(e) = pod::detach(&PinDir::new(PIN_DIR)) {
-                eprintln!("cleanup: {e:#}");
-            }
-        }
-        if Path::new(PIN_ROOT).exists() {
-            if let Err(e) = std::fs::remove_dir(PIN_ROOT) {
-                eprintln!("cleanup: removing {PIN_ROOT}: {e}");
-            }
-        }
-        for ns in [POD1, POD2] {
-            if netns_path(ns).exists() {
-                let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            }
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        Self::remove_leftovers();
-        if self.mounted_bpffs {
-            let _ = Command::new("umount").arg(BPFFS).status();
-        }
-    }
 }

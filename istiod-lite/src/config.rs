@@ -153,7 +153,9 @@ impl Config {
         (dns, ips)
     }
 
-    /// A configuration for tests: loopback, ephemeral ports, everything under `state_dir`.
+    /// A configuration for tests: loopback, ephemeral ports, everything under `state_dir`. Not
+    /// part of the API: only built for tests (feature `testing`, see `testing.rs`).
+    #[cfg(any(test, feature = "testing"))]
     pub fn for_test(config_dir: PathBuf, state_dir: PathBuf) -> Config {
         let mut c = Config::parse_from(["istiod-lite"]);
         c.config_dir = config_dir;

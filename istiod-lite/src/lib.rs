@@ -2,7 +2,8 @@
 //!
 //! The way through: `source` (a watched YAML directory) writes the `store`; every snapshot is
 //! `translate`d (pure) into resources and status; `xds` serves the resources over delta ADS;
-//! `ca` signs workload certificates; `status` and `monitoring` show what happened.
+//! `ca` signs workload certificates; `status` and `monitoring` show what happened. `testing`
+//! (only for tests, feature `testing`) runs it in-process for tests.
 
 #![forbid(unsafe_code)]
 
@@ -16,5 +17,7 @@ pub mod monitoring;
 pub mod source;
 pub mod status;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod translate;
 pub mod xds;

@@ -257,7 +257,6 @@ async fn the_root_is_kept_private_and_reused_across_restarts() {
         assert_eq!(mode, 0o600, "{}", file.display());
     }
     let first_root = h.running.root_cert_pem.clone();
-    let config = istiod_lite::config::Config::for_test(h.config_dir(), h.state_dir());
-    let again = istiod_lite::app::start(config).await.unwrap();
+    let again = h.dir.start().await;
     assert_eq!(again.root_cert_pem, first_root);
 }

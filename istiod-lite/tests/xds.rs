@@ -10,6 +10,7 @@ use mesh_core::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use mesh_core::proto::google::rpc::Status as RpcStatus;
 use mesh_core::proto::istio::workload::{address, Address};
 use mesh_core::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL};
+use mesh_test_support::eventually_async;
 use prost::Message;
 
 const NAMESPACE: &str = r#"
@@ -154,7 +155,7 @@ async fn a_nack_is_counted_and_the_stream_keeps_working() {
         })
         .await
         .unwrap();
-    let rejects = eventually(Duration::from_secs(5), "the NACK to be counted", || async {
+    let rejects = eventually_async("the NACK to be counted", Duration::from_secs(5), || async {
         let (_, metrics) = h.http_get("/metrics").await;
         metrics
             .lines()
@@ -236,9 +237,9 @@ async fn reconnecting_with_known_versions_sends_only_differences() {
     h.write("web-1.yaml", &pod("web-1", "10.1.0.5", "v9"));
     std::fs::remove_file(h.config_dir().join("web-2.yaml")).unwrap();
     // Wait until the server has both changes before reconnecting.
-    eventually(
-        Duration::from_secs(5),
+    eventually_async(
         "the edits to be applied",
+        Duration::from_secs(5),
         || async {
             let snap = h.running.store.snapshot();
             let edited = snap
@@ -302,7 +303,7 @@ spec:
     let path = h
         .state_dir()
         .join("status/authorizationpolicy/demo/get-only.yaml");
-    let text = eventually(Duration::from_secs(5), "the status file", || async {
+    let text = eventually_async("the status file", Duration::from_secs(5), || async {
         std::fs::read_to_string(&path).ok()
     })
     .await;
@@ -319,7 +320,7 @@ spec:
 
     // Deleting the policy removes its status file.
     std::fs::remove_file(h.config_dir().join("policy.yaml")).unwrap();
-    eventually(Duration::from_secs(5), "the status file to go", || async {
+    eventually_async("the status file to go", Duration::from_secs(5), || async {
         (!path.exists()).then_some(())
     })
     .await;
@@ -375,9 +376,9 @@ async fn on_demand_subscriptions_get_named_resources_and_their_changes_only() {
 
     // A change to an unsubscribed pod is not sent; a change to the subscribed one is.
     h.write("web-2.yaml", &pod("web-2", "10.1.0.6", "v2"));
-    eventually(
-        Duration::from_secs(5),
+    eventually_async(
         "web-2's edit to be served",
+        Duration::from_secs(5),
         || async {
             let snap = h.running.store.snapshot();
             let edited = snap
@@ -425,11 +426,10 @@ async fn status_files_of_objects_deleted_while_down_are_swept_at_start() {
         .join("status/authorizationpolicy/demo/gone.yaml");
     std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
     std::fs::write(&stale, "status: {}\n").unwrap();
-    let config = istiod_lite::config::Config::for_test(h.config_dir(), h.state_dir());
-    let _again = istiod_lite::app::start(config).await.unwrap();
-    eventually(
-        Duration::from_secs(5),
+    let _again = h.dir.start().await;
+    eventually_async(
         "the stale status file to be swept",
+        Duration::from_secs(5),
         || async { (!stale.exists()).then_some(()) },
     )
     .await;

@@ -168,13 +168,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let lab = Lab::start();
+    let lab = lab();
     serve(SINK_PORT, sink);
     serve(ECHO_PORT, echo);
     serve(CONN_PORT, one_byte);
     println!("data path between two pod network namespaces (veth), 2 cores shared by everything");
     let direct = measure("direct");
-    lab.enrol_all();
+    enrol_all(&lab);
     let mesh = rt.block_on(Mesh::start());
     let meshed = measure("ztunnel");
     let counters = &mesh.shared.counters;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use mesh_core::control_plane::ControlPlane;
 use mesh_core::identity::manager::{renew_at, CaConfig, IdentityManager, Requester};
 use mesh_core::identity::Identity;
-use support::{control_plane_dir, istiod};
+use support::control_plane_dir;
 
 const TOKEN: &str = "node1-token-0123456789abcdef";
 
@@ -29,7 +29,7 @@ status: {podIP: 10.1.0.9}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_are_issued_refused_and_renewed() {
     let dir = control_plane_dir(TOKEN, &[("pods.yaml", CONFIG)]);
-    let running = istiod(dir.path(), None).await;
+    let running = dir.start().await;
     let manager = IdentityManager::new(CaConfig {
         control_plane: ControlPlane {
             address: format!("https://localhost:{}", running.xds_addr.port()),

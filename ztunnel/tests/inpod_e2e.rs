@@ -5,7 +5,7 @@
 //! app with the client's IP as source. A DENY policy then refuses it.
 //!
 //! Ignored by default (needs root); `ztunnel/scripts/e2e.sh` runs it. Everything created is
-//! removed by exact name when [`Lab`] drops, also after a failed check.
+//! removed by exact name when the lab drops, also after a failed check.
 
 mod support;
 
@@ -14,6 +14,7 @@ use std::net::{SocketAddrV4, TcpListener};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 
+use mesh_test_support::eventually_async;
 use support::*;
 
 const DENY: &str = r#"
@@ -112,8 +113,8 @@ fn start_app() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root; creates network namespaces and bpffs pins (run ztunnel/scripts/e2e.sh)"]
 async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
-    let lab = Lab::start();
-    lab.enrol_all();
+    let lab = lab();
+    enrol_all(&lab);
     start_app();
 
     let mesh = Mesh::start().await;
@@ -160,7 +161,7 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
         "not through the tunnel"
     );
     std::fs::write(dir.path().join("config/strict.yaml"), STRICT).unwrap();
-    wait_for("STRICT to reach ztunnel", || {
+    eventually_async("STRICT to reach ztunnel", WAIT, || async {
         let st = state.read().unwrap();
         st.policies()
             .any(|p| p.key == "demo/converted_peer_authentication_default")
@@ -210,12 +211,12 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
         first.starts_with(&format!("FIRST peer={POD1_IP}:")),
         "{first}"
     );
-    wait_for("the held connection to be tracked", || {
+    eventually_async("the held connection to be tracked", WAIT, || async {
         shared.connections.len() == 1
     })
     .await;
     std::fs::write(dir.path().join("config/deny.yaml"), DENY).unwrap();
-    wait_for("the policy to reach ztunnel", || {
+    eventually_async("the policy to reach ztunnel", WAIT, || async {
         state
             .read()
             .unwrap()
@@ -232,7 +233,7 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
     .unwrap();
     println!("held connection: {last}");
     assert!(last.starts_with("CLOSED"), "{last}");
-    wait_for("the close to be counted", || {
+    eventually_async("the close to be counted", WAIT, || async {
         shared.connections.closed_by_policy.load(Ordering::Relaxed) == 1
     })
     .await;

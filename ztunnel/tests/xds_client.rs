@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use mesh_core::control_plane::ControlPlane;
 use mesh_core::xds::ClientStatus;
-use support::{control_plane_dir, istiod};
+use mesh_test_support::eventually_async;
+use support::{control_plane_dir, WAIT};
 use tokio::sync::watch;
 use ztunnel::state::State;
 use ztunnel::xds::{run, XdsConfig};
@@ -43,20 +44,6 @@ fn pod(name: &str, ip: &str) -> String {
     )
 }
 
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -70,7 +57,7 @@ async fn the_client_follows_istiod_and_survives_its_restart() {
         .local_addr()
         .unwrap()
         .port();
-    let running = istiod(dir.path(), Some(port)).await;
+    let running = dir.start_on(port).await;
 
     let state = Arc::new(RwLock::new(State::default()));
     let (status_tx, mut status) = watch::channel(ClientStatus::default());
@@ -111,7 +98,7 @@ async fn the_client_follows_istiod_and_survives_its_restart() {
         pod("web-2", "10.1.0.6"),
     )
     .unwrap();
-    eventually("web-2", || {
+    eventually_async("web-2", WAIT, || async {
         state.read().unwrap().workload_by_ip("", ip("10.1.0.6"))
     })
     .await;
@@ -135,8 +122,8 @@ async fn the_client_follows_istiod_and_survives_its_restart() {
         .is_some());
 
     // It comes back (same CA, same port) with web-2 gone: the client reconnects and removes it.
-    let _again = istiod(dir.path(), Some(port)).await;
-    eventually("web-2's removal after the reconnect", || {
+    let _again = dir.start_on(port).await;
+    eventually_async("web-2's removal after the reconnect", WAIT, || async {
         state
             .read()
             .unwrap()

@@ -1,92 +1,44 @@
-//! A real istiod-lite on loopback, with a config directory and token file the test owns, and
-//! TLS gRPC clients that trust its root.
+//! What this crate's integration tests share beyond the harness (`istiod_lite::testing`): the
+//! token set they start it with, and a delta ADS client stream.
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use istiod_lite::app::{start, Running};
-use istiod_lite::config::Config;
+pub use istiod_lite::testing::{Harness, Token};
 use mesh_core::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use mesh_core::proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 use tonic::Streaming;
 
 pub const NODE1_TOKEN: &str = "node1-token-0123456789abcdef";
 pub const NODE2_TOKEN: &str = "node2-token-0123456789abcdef";
 pub const WAYPOINT_TOKEN: &str = "waypoint-token-0123456789abcdef";
 
-pub struct Harness {
-    pub dir: tempfile::TempDir,
-    pub running: Running,
-}
+/// The token file of these tests: the ztunnels of node1 and node2, and demo's waypoint.
+pub const TOKENS: &[Token] = &[
+    Token::Node {
+        token: NODE1_TOKEN,
+        node: "node1",
+    },
+    Token::Node {
+        token: NODE2_TOKEN,
+        node: "node2",
+    },
+    Token::Workload {
+        token: WAYPOINT_TOKEN,
+        namespace: "demo",
+        service_account: "waypoint",
+    },
+];
 
-impl Harness {
-    pub fn config_dir(&self) -> PathBuf {
-        self.dir.path().join("config")
-    }
-
-    pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    pub fn write(&self, name: &str, text: &str) {
-        write_atomic(&self.config_dir().join(name), text);
-    }
-
-    pub async fn channel(&self) -> Channel {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.running.root_cert_pem))
-            .domain_name("localhost");
-        Channel::from_shared(format!(
-            "https://localhost:{}",
-            self.running.xds_addr.port()
-        ))
-        .expect("valid URL")
-        .tls_config(tls)
-        .expect("TLS config")
-        .connect()
-        .await
-        .expect("connect to istiod-lite")
-    }
-
-    pub async fn http_get(&self, path: &str) -> (u16, String) {
-        http_get(self.running.monitoring_addr, path).await
-    }
-}
-
-/// Writes through a rename so the watcher never reads half a file.
-pub fn write_atomic(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
+/// istiod-lite with [`TOKENS`] and `files` in its config directory.
 pub async fn start_harness(files: &[(&str, &str)]) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let config_dir = dir.path().join("config");
-    let state_dir = dir.path().join("state");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    std::fs::create_dir_all(&state_dir).unwrap();
-    std::fs::write(
-        state_dir.join("tokens.yaml"),
-        format!(
-            "tokens:\n- token: {NODE1_TOKEN}\n  node: node1\n- token: {NODE2_TOKEN}\n  node: node2\n- token: {WAYPOINT_TOKEN}\n  namespace: demo\n  serviceAccount: waypoint\n"
-        ),
-    )
-    .unwrap();
-    for (name, text) in files {
-        std::fs::write(config_dir.join(name), text).unwrap();
-    }
-    let running = start(Config::for_test(config_dir, state_dir))
-        .await
-        .unwrap();
-    Harness { dir, running }
+    Harness::start(TOKENS, files).await
 }
 
 /// One delta ADS stream.
@@ -151,45 +103,5 @@ impl AdsStream {
         tokio::time::timeout(within, self.rx.message())
             .await
             .is_err()
-    }
-}
-
-/// Minimal HTTP/1.1 GET against the monitoring port.
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
-/// Polls `f` until it returns Some, or panics after `deadline`.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > end {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
