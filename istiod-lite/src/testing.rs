@@ -11,9 +11,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use mesh_core::control_plane::ControlPlane;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 use crate::app::{start, Running};
 use crate::config::Config;
@@ -120,22 +121,23 @@ impl Harness {
         self.dir.write(name, text);
     }
 
+    /// How a proxy holding `token` reaches this control plane (server name `localhost`).
+    pub fn control_plane(&self, token: &str) -> ControlPlane {
+        ControlPlane {
+            address: format!("https://localhost:{}", self.running.xds_addr.port()),
+            server_name: "localhost".into(),
+            root_pem: self.running.root_cert_pem.clone(),
+            token: token.into(),
+        }
+    }
+
     /// A TLS gRPC channel to the xDS/CA port that trusts the mesh root, as a client in the mesh
-    /// would connect (server name `localhost`).
+    /// would connect.
     pub async fn channel(&self) -> Channel {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.running.root_cert_pem))
-            .domain_name("localhost");
-        Channel::from_shared(format!(
-            "https://localhost:{}",
-            self.running.xds_addr.port()
-        ))
-        .expect("valid URL")
-        .tls_config(tls)
-        .expect("TLS config")
-        .connect()
-        .await
-        .expect("connect to istiod-lite")
+        self.control_plane("")
+            .connect()
+            .await
+            .expect("connect to istiod-lite")
     }
 
     /// See [`http_get`]; on the monitoring port.

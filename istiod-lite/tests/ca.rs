@@ -260,3 +260,42 @@ async fn the_root_is_kept_private_and_reused_across_restarts() {
     let again = h.dir.start().await;
     assert_eq!(again.root_cert_pem, first_root);
 }
+
+/// The identity manager every proxy shares (`mesh_core::identity::manager`), against this CA:
+/// as a node it asks on a pod's behalf, as a workload (a waypoint) it asks as itself, and the
+/// CA holds each to what its token allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_identity_manager_asks_as_a_node_or_as_itself() {
+    use mesh_core::identity::manager::{CaConfig, IdentityManager, Requester};
+    use mesh_core::identity::Identity;
+
+    let h = start_harness(&[("config.yaml", CONFIG)]).await;
+    let manager = |token: &str, requester| {
+        IdentityManager::new(CaConfig {
+            control_plane: h.control_plane(token),
+            requester,
+            ttl: std::time::Duration::from_secs(3600),
+        })
+    };
+    let web: Identity = WEB_ID.parse().unwrap();
+    let waypoint: Identity = "spiffe://cluster.local/ns/demo/sa/waypoint"
+        .parse()
+        .unwrap();
+
+    let node = manager(NODE1_TOKEN, Requester::Node);
+    assert_eq!(node.certificate(&web).await.unwrap().identity, web);
+    // A node names every identity it asks for: its own, unnamed, is not something it can have.
+    let err = node.certificate(&waypoint).await.unwrap_err().to_string();
+    assert!(err.contains("PermissionDenied"), "{err}");
+
+    let own = manager(WAYPOINT_TOKEN, Requester::Workload);
+    let cert = own.certificate(&waypoint).await.unwrap();
+    assert_eq!(cert.identity, waypoint);
+    assert_eq!(own.held().len(), 1);
+    // As itself, a workload gets only the identity its token names.
+    let err = own.certificate(&web).await.unwrap_err().to_string();
+    assert!(
+        err.contains("InvalidArgument") && err.contains("sa/waypoint"),
+        "{err}"
+    );
+}
