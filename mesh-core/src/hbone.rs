@@ -1,9 +1,11 @@
 //! HBONE: a TCP connection carried as one HTTP/2 CONNECT stream inside mutual TLS, port 15008
 //! (istio-wire-facts.md 1.2-1.4). Many streams share one TLS connection.
 //!
-//! * [`serve`] runs the server side of one TLS connection: every CONNECT stream goes to a
-//!   handler that either opens the upstream (the stream is answered 200 and bytes are spliced)
-//!   or names the status to refuse with (400 bad request, 401 denied, 503 no upstream).
+//! * [`serve`] runs the server side of one connection: the TLS and HTTP/2 handshakes within a
+//!   bound, then every CONNECT stream goes to a handler that either opens the upstream (the
+//!   stream is answered 200 and bytes are spliced) or names the status to refuse with (400 bad
+//!   request, 401 denied, 503 no upstream); a connection left without streams is closed after
+//!   [`ServerLimits::idle`]. [`SourceLimit`] caps the connections one source address holds.
 //! * [`Connection`] is the client side: one TLS+h2 connection on which [`Connection::connect`]
 //!   opens tunnels; anything but 200 fails the tunnel.
 //! * [`H2Stream`] turns a CONNECT stream into `AsyncRead + AsyncWrite`. A TCP half-close is
@@ -26,7 +28,10 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::identity::Identity;
+use crate::mtls::identity_of;
 
 pub const HBONE_PORT: u16 = 15008;
 const STREAM_WINDOW: u32 = 4 << 20;
@@ -51,6 +56,10 @@ pub enum HboneError {
     Status(StatusCode),
     #[error("bad CONNECT authority {0:?}")]
     Authority(String),
+    #[error("{0} did not finish the TLS and HTTP/2 handshakes in time")]
+    HandshakeTimeout(SocketAddr),
+    #[error("socket: {0}")]
+    Io(io::Error),
 }
 
 fn server_builder() -> h2::server::Builder {
@@ -375,30 +384,114 @@ pub struct ConnectRequest {
     /// `:authority`: the address (or `host:port`) the client wants.
     pub authority: String,
     pub headers: HeaderMap,
+    /// The client's identity, from its verified certificate (`None`: it showed none that
+    /// names a SPIFFE identity).
+    pub peer: Option<Identity>,
 }
 
-/// Serves one (already TLS-accepted) HBONE connection until the client closes it. Each
-/// CONNECT stream is handled on its own task: `handler` opens the upstream, or returns the
-/// status to refuse with.
-pub async fn serve<S, F, Fut, U>(io: S, handler: F) -> Result<(), h2::Error>
+/// How long a peer may take to set up an HBONE server connection, and hold it unused. Without
+/// these bounds one pod could hold the node proxy's sockets and memory with connections that
+/// never finish a handshake or never carry a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// The TLS handshake and the HTTP/2 preface together.
+    pub handshake: Duration,
+    /// A connection with no open stream for this long is closed (GOAWAY, then close).
+    pub idle: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How a served HBONE connection ended when nothing failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed it.
+    ByPeer,
+    /// It carried no stream for [`ServerLimits::idle`]; we closed it.
+    Idle,
+}
+
+/// Serves one HBONE connection: the TLS handshake with `acceptor` (which verifies the client's
+/// certificate) and the HTTP/2 preface within `limits.handshake`, then every CONNECT stream on
+/// its own task until the client closes the connection or it stays idle for `limits.idle`.
+/// `handler` opens the upstream of a stream, or returns the status to refuse it with.
+pub async fn serve<F, Fut, U>(
+    tcp: TcpStream,
+    acceptor: &TlsAcceptor,
+    limits: ServerLimits,
+    handler: F,
+) -> Result<Ended, HboneError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(ConnectRequest) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<U, StatusCode>> + Send + 'static,
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer_addr = tcp.peer_addr().map_err(HboneError::Io)?;
+    let deadline = tokio::time::Instant::now() + limits.handshake;
+    let tls = tokio::time::timeout_at(deadline, acceptor.accept(tcp))
+        .await
+        .map_err(|_| HboneError::HandshakeTimeout(peer_addr))?
+        .map_err(|e| HboneError::Tls(peer_addr, e))?;
+    let peer = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(identity_of);
+    let mut conn = tokio::time::timeout_at(deadline, server_builder().handshake(tls))
+        .await
+        .map_err(|_| HboneError::HandshakeTimeout(peer_addr))??;
     let handler = Arc::new(handler);
-    let mut conn = server_builder().handshake(io).await?;
-    while let Some(next) = conn.accept().await {
-        let (req, respond) = next?;
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_stream(req, respond, handler).await {
-                tracing::debug!(error = %e, "HBONE stream ended with an error");
+    // Open streams; when the count drops to zero the idle clock starts.
+    let (open, mut open_rx) = tokio::sync::watch::channel(0usize);
+    let open = Arc::new(open);
+    let mut idle_since = Some(tokio::time::Instant::now());
+    let mut ended = Ended::ByPeer;
+    // After our GOAWAY, how long the peer has to let the connection end before it is dropped
+    // (a peer that never answers the GOAWAY's PING would otherwise hold it).
+    let mut drop_at: Option<tokio::time::Instant> = None;
+    loop {
+        let idle_at = idle_since.filter(|_| drop_at.is_none()).map(|t| t + limits.idle);
+        let timer = drop_at.or(idle_at);
+        tokio::select! {
+            next = conn.accept() => {
+                let Some(next) = next else { break };
+                let (req, respond) = next?;
+                open.send_modify(|n| *n += 1);
+                idle_since = None;
+                let (handler, open, peer) = (handler.clone(), open.clone(), peer.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = serve_stream(req, respond, peer, handler).await {
+                        tracing::debug!(error = %e, "HBONE stream ended with an error");
+                    }
+                    open.send_modify(|n| *n -= 1);
+                });
             }
-        });
+            Ok(()) = open_rx.changed() => {
+                if *open_rx.borrow_and_update() == 0 && idle_since.is_none() {
+                    idle_since = Some(tokio::time::Instant::now());
+                }
+            }
+            _ = tokio::time::sleep_until(timer.unwrap_or(deadline)), if timer.is_some() => {
+                if drop_at.is_some() {
+                    tracing::debug!(peer = %peer_addr, "HBONE peer did not close after GOAWAY; dropping the connection");
+                    break;
+                }
+                tracing::debug!(peer = %peer_addr, idle_s = limits.idle.as_secs(), "HBONE connection idle; closing it");
+                ended = Ended::Idle;
+                conn.graceful_shutdown();
+                drop_at = Some(tokio::time::Instant::now() + limits.handshake);
+            }
+        }
     }
-    Ok(())
+    Ok(ended)
 }
 
 fn status_only(status: StatusCode) -> Response<()> {
@@ -410,6 +503,7 @@ fn status_only(status: StatusCode) -> Response<()> {
 async fn serve_stream<F, Fut, U>(
     req: Request<RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
+    peer: Option<Identity>,
     handler: Arc<F>,
 ) -> io::Result<()>
 where
@@ -430,6 +524,7 @@ where
     let connect = ConnectRequest {
         authority,
         headers: parts.headers,
+        peer,
     };
     let mut upstream = match handler(connect).await {
         Ok(u) => u,
@@ -585,5 +680,79 @@ impl<K: std::hash::Hash + Eq + Clone> Pool<K> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+}
+
+/// Caps the HBONE connections held at once from one source address, so that one pod cannot
+/// take every socket of the proxy that serves its whole node. A connection takes a
+/// [`SourceSlot`] before its handshake and gives it back when it ends.
+pub struct SourceLimit {
+    max: usize,
+    held: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's share of its source's limit; released on drop.
+pub struct SourceSlot {
+    limit: Arc<SourceLimit>,
+    source: std::net::IpAddr,
+}
+
+impl SourceLimit {
+    pub fn new(max: usize) -> Arc<SourceLimit> {
+        Arc::new(SourceLimit {
+            max,
+            held: Default::default(),
+        })
+    }
+
+    /// A slot for one more connection from `source`, or `None` when it holds `max` already.
+    pub fn acquire(self: &Arc<Self>, source: std::net::IpAddr) -> Option<SourceSlot> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(source).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            limit: self.clone(),
+            source,
+        })
+    }
+
+    /// Connections held now from `source`.
+    pub fn held(&self, source: std::net::IpAddr) -> usize {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(&source).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut held = self.limit.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.source);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_holds_at_most_its_limit_and_slots_come_back() {
+        let limit = SourceLimit::new(2);
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let first = limit.acquire(a).unwrap();
+        let _second = limit.acquire(a).unwrap();
+        assert!(limit.acquire(a).is_none(), "a third from the same source");
+        assert!(limit.acquire(b).is_some(), "another source is not affected");
+        drop(first);
+        assert_eq!(limit.held(a), 1);
+        assert!(limit.acquire(a).is_some());
     }
 }

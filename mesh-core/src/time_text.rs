@@ -34,6 +34,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     with_unit(text, number, unit)
 }
 
+/// A timeout: like [`parse_duration`], but zero is refused (it would end everything at once).
+pub fn parse_timeout(text: &str) -> Result<Duration, DurationError> {
+    let timeout = parse_duration(text)?;
+    if timeout.is_zero() {
+        return Err(DurationError::Zero);
+    }
+    Ok(timeout)
+}
+
 /// A certificate lifetime: like [`parse_duration`], but a bare number counts as seconds (as the
 /// control plane's environment variables have always accepted), zero is refused, and so is
 /// anything past the generated root's ten years, which could not verify anyway.
@@ -139,6 +148,13 @@ mod tests {
             parse_duration("999999999999999999d"),
             Err(DurationError::Overflow(_))
         ));
+    }
+
+    #[test]
+    fn timeouts_are_positive_with_a_unit() {
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("0s"), Err(DurationError::Zero));
+        assert_eq!(parse_timeout("10"), Err(DurationError::NoUnit(10)));
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
-use mesh_core::hbone::{self, Connection, HboneError};
+use mesh_core::hbone::{self, Connection, Ended, HboneError, ServerLimits};
 use mesh_core::identity::Identity;
-use mesh_core::mtls::{identity_of, WorkloadCertificate};
+use mesh_core::mtls::WorkloadCertificate;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, SanType,
@@ -92,29 +92,37 @@ async fn hbone_server(
     SocketAddr,
     mpsc::UnboundedReceiver<(Option<Identity>, String)>,
 ) {
+    let (addr, seen, _ended) = hbone_server_with(cert, ServerLimits::default()).await;
+    (addr, seen)
+}
+
+/// How each connection served by [`hbone_server_with`] ended.
+type Endings = mpsc::UnboundedReceiver<Result<Ended, String>>;
+
+/// [`hbone_server`] with `limits`, also reporting how each connection ended.
+async fn hbone_server_with(
+    cert: &WorkloadCertificate,
+    limits: ServerLimits,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<(Option<Identity>, String)>,
+    Endings,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(cert.server_config().unwrap()));
     let (tx, rx) = mpsc::unbounded_channel();
+    let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
             let acceptor = acceptor.clone();
-            let tx = tx.clone();
+            let (tx, ended_tx) = (tx.clone(), ended_tx.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let peer = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(identity_of);
-                let _ = hbone::serve(tls, move |req: hbone::ConnectRequest| {
-                    let _ = tx.send((peer.clone(), req.authority.clone()));
+                let ended = hbone::serve(tcp, &acceptor, limits, move |req: hbone::ConnectRequest| {
+                    let _ = tx.send((req.peer.clone(), req.authority.clone()));
                     async move {
                         let target: SocketAddr =
                             req.authority.parse().map_err(|_| StatusCode::BAD_REQUEST)?;
@@ -127,10 +135,11 @@ async fn hbone_server(
                     }
                 })
                 .await;
+                let _ = ended_tx.send(ended.map_err(|e| e.to_string()));
             });
         }
     });
-    (addr, rx)
+    (addr, rx, ended_rx)
 }
 
 async fn client(
@@ -346,4 +355,85 @@ async fn the_pool_carries_many_tunnels_on_one_connection_until_forgotten() {
         .unwrap();
     assert!(new);
     assert_eq!(dials.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// Limits short enough for a test to see them act.
+const SHORT: ServerLimits = ServerLimits {
+    handshake: Duration::from_millis(300),
+    idle: Duration::from_millis(300),
+};
+
+/// Reads until the server closes the connection (EOF or reset); panics if it is still open
+/// after `within`.
+async fn closed_by_server(tcp: &mut TcpStream, within: Duration) {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the server closed the connection in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_says_hello_is_closed_after_the_handshake_bound() {
+    let ca = TestCa::new();
+    let (server, _seen, mut ended) = hbone_server_with(&ca.issue(B), SHORT).await;
+    let mut silent = TcpStream::connect(server).await.unwrap();
+    closed_by_server(&mut silent, Duration::from_secs(5)).await;
+    let err = ended.recv().await.unwrap().unwrap_err();
+    assert!(err.contains("did not finish the TLS and HTTP/2 handshakes"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_sent_a_byte_at_a_time_is_cut_at_the_same_bound() {
+    let ca = TestCa::new();
+    let (server, _seen, mut ended) = hbone_server_with(&ca.issue(B), SHORT).await;
+    let mut slow = TcpStream::connect(server).await.unwrap();
+    // The start of a TLS record carrying a ClientHello, one byte every 50 ms.
+    let started = std::time::Instant::now();
+    for byte in [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0, 0, 0, 0] {
+        if slow.write_all(&[byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    closed_by_server(&mut slow, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let err = ended.recv().await.unwrap().unwrap_err();
+    assert!(err.contains("did not finish"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_connection_without_streams_is_closed_when_idle_and_a_busy_one_is_not() {
+    let ca = TestCa::new();
+    let (server, _seen, mut ended) = hbone_server_with(&ca.issue(B), SHORT).await;
+    let echo = echo_server().await;
+
+    // A connection that carries a tunnel for longer than the idle bound stays up.
+    let busy = client(&ca.issue(A), server, B).await.unwrap();
+    let mut tunnel = busy.connect(&echo.to_string(), HeaderMap::new()).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tunnel.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tunnel.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+    }
+    // One that carries nothing is closed by the server, and says why.
+    let _idle = client(&ca.issue(A), server, B).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), ended.recv())
+        .await
+        .expect("the idle connection ends")
+        .unwrap();
+    assert_eq!(first, Ok(Ended::Idle));
+    // The busy one is still usable: its tunnel goes on.
+    tunnel.write_all(b"pong").await.unwrap();
+    let mut back = [0u8; 4];
+    tunnel.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"pong");
 }

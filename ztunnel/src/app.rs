@@ -78,6 +78,18 @@ pub struct Config {
     /// Lifetime asked for workload certificates (renewed at half life).
     #[arg(long, env = "WORKLOAD_CERT_TTL", default_value = "24h", value_parser = mesh_core::time_text::parse_ttl)]
     pub cert_ttl: Duration,
+    /// Longest an inbound HBONE connection may take for its TLS handshake and HTTP/2 preface;
+    /// past it the connection is closed.
+    #[arg(long, env = "ZTUNNEL_HBONE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = mesh_core::time_text::parse_timeout)]
+    pub hbone_handshake_timeout: Duration,
+    /// An inbound HBONE connection that carries no tunnel for this long is closed (GOAWAY).
+    #[arg(long, env = "ZTUNNEL_HBONE_IDLE_TIMEOUT", default_value = "60s", value_parser = mesh_core::time_text::parse_timeout)]
+    pub hbone_idle_timeout: Duration,
+    /// Inbound HBONE connections one source address may hold at once, over every pod of the
+    /// node; more are closed as they arrive.
+    #[arg(long, env = "ZTUNNEL_HBONE_MAX_CONNECTIONS_PER_SOURCE", default_value_t = crate::inpod::DEFAULT_HBONE_CONNECTIONS_PER_SOURCE,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub hbone_max_connections_per_source: u32,
     /// Threads that run the proxy. 1 (the default) is one event loop: on a small node it
     /// spends far less CPU per request than waking threads across cores; raise it on nodes
     /// with many cores and heavy traffic.
@@ -151,7 +163,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         requester: Requester::Node,
         ttl: config.cert_ttl,
     });
-    let shared = Arc::new(Shared::new(state.clone(), identities));
+    let limits = mesh_core::hbone::ServerLimits {
+        handshake: config.hbone_handshake_timeout,
+        idle: config.hbone_idle_timeout,
+    };
+    let shared = Arc::new(
+        Shared::new(state.clone(), identities)
+            .with_hbone_limits(limits, config.hbone_max_connections_per_source as usize),
+    );
     let paths = NodePaths::new(&config.run_dir, &config.pin_root);
     let pods = Pods::new(shared.clone(), paths, &config.node_name);
 

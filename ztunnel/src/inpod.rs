@@ -27,7 +27,6 @@ use mesh_bpf::{PinDir, ProxySockets, SockSlot};
 use mesh_core::hbone;
 use mesh_core::identity::manager::IdentityManager;
 use mesh_core::identity::Identity;
-use mesh_core::mtls::identity_of;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -50,7 +49,16 @@ pub struct Shared {
     pub connections: Arc<Registry>,
     /// Istio's traffic metrics and the access log.
     pub metrics: Arc<Metrics>,
+    /// Bounds on inbound HBONE connections: handshake time and idle time.
+    pub hbone_limits: hbone::ServerLimits,
+    /// Inbound HBONE connections held per source address, over every pod of the node.
+    pub hbone_sources: Arc<hbone::SourceLimit>,
 }
+
+/// Inbound HBONE connections one source address may hold at once, by default: far more than
+/// the pooled connections a pod opens (one per destination and identity), far fewer than it
+/// takes to exhaust the node proxy.
+pub const DEFAULT_HBONE_CONNECTIONS_PER_SOURCE: u32 = 512;
 
 impl Shared {
     pub fn new(state: Arc<RwLock<State>>, identities: Arc<IdentityManager>) -> Self {
@@ -61,7 +69,16 @@ impl Shared {
             pool: Default::default(),
             connections: Default::default(),
             metrics: Default::default(),
+            hbone_limits: hbone::ServerLimits::default(),
+            hbone_sources: hbone::SourceLimit::new(DEFAULT_HBONE_CONNECTIONS_PER_SOURCE as usize),
         }
+    }
+
+    /// With other inbound HBONE bounds than the defaults.
+    pub fn with_hbone_limits(mut self, limits: hbone::ServerLimits, per_source: usize) -> Self {
+        self.hbone_limits = limits;
+        self.hbone_sources = hbone::SourceLimit::new(per_source);
+        self
     }
 }
 
@@ -207,8 +224,25 @@ async fn accept_loop(listener: TcpListener, kind: Kind, pod: Pod, shared: Arc<Sh
             }
         };
         let _ = conn.set_nodelay(true);
+        // A slot of the source's share of the node's HBONE connections, held until it ends.
+        let slot = match kind {
+            Kind::Hbone => match shared.hbone_sources.acquire(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    let refused = shared.metrics.hbone_closed("source_limit");
+                    // One line per 100 refusals: a flood must not flood the log too.
+                    if refused % 100 == 1 {
+                        tracing::warn!(pod = %pod.uid, src.addr = %peer, held = shared.hbone_sources.held(peer.ip()), refused,
+                            "inbound HBONE refused: the source holds its limit of connections to this node");
+                    }
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let (pod, shared) = (pod.clone(), shared.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let result = match kind {
                 Kind::Outbound => outbound(&shared, &pod, conn, peer).await,
                 Kind::Plaintext => plaintext(&shared, &pod, conn, peer).await,
@@ -378,18 +412,12 @@ async fn hbone_in(
 ) -> anyhow::Result<()> {
     let cert = shared.identities.certificate(&pod.identity).await?;
     let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()?));
-    let tls = acceptor.accept(tcp).await?;
-    let peer_id = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(identity_of);
-    let shared = shared.clone();
-    let pod = pod.clone();
-    hbone::serve(tls, move |req| {
-        let decision = admit(&shared.state, &req.authority, IpAddr::V4(pod.ip), peer_id.as_ref(), peer.ip());
-        let (shared, pod, peer_id) = (shared.clone(), pod.clone(), peer_id.clone());
+    let limits = shared.hbone_limits;
+    let (me, this_pod) = (shared.clone(), pod.clone());
+    let served = hbone::serve(tcp, &acceptor, limits, move |req| {
+        let peer_id = req.peer.clone();
+        let decision = admit(&me.state, &req.authority, IpAddr::V4(this_pod.ip), peer_id.as_ref(), peer.ip());
+        let (shared, pod) = (me.clone(), this_pod.clone());
         let hbone_addr = req.authority.parse().ok();
         async move {
             let mut info = inbound_info(&shared, &pod, peer, peer_id.clone(), hbone_addr);
@@ -425,8 +453,20 @@ async fn hbone_in(
             }
         }
     })
-    .await?;
-    Ok(())
+    .await;
+    match served {
+        Ok(hbone::Ended::ByPeer) => Ok(()),
+        Ok(hbone::Ended::Idle) => {
+            shared.metrics.hbone_closed("idle");
+            Ok(())
+        }
+        Err(e @ hbone::HboneError::HandshakeTimeout(_)) => {
+            shared.metrics.hbone_closed("handshake_timeout");
+            tracing::info!(pod = %pod.uid, src.addr = %peer, timeout_s = limits.handshake.as_secs(), "inbound HBONE closed: {e}");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn plaintext(

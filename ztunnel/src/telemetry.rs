@@ -145,6 +145,7 @@ pub struct Metrics {
     active_proxies: IntGauge,
     xds_terminations: IntCounter,
     closed_by_policy: IntCounter,
+    hbone_closed: IntCounterVec,
 }
 
 /// What the metrics port reads from elsewhere at each scrape.
@@ -186,6 +187,15 @@ impl Default for Metrics {
             &["component", "tag"],
         ));
         must(registry.register(Box::new(build.clone())));
+        let hbone_closed = must(IntCounterVec::new(
+            Opts::new(
+                "ztunnel_inbound_hbone_connections_closed_total",
+                "Inbound HBONE connections ztunnel closed or refused itself, by reason: \
+                 handshake_timeout, idle, source_limit.",
+            ),
+            &["reason"],
+        ));
+        must(registry.register(Box::new(hbone_closed.clone())));
         build
             .with_label_values(&["ztunnel", env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -228,6 +238,7 @@ impl Default for Metrics {
                 "ztunnel_connections_closed_by_policy_total",
                 "Open connections closed because a policy change denied them.",
             ),
+            hbone_closed,
             registry,
         }
     }
@@ -272,6 +283,13 @@ impl Metrics {
         self.failed
             .with_label_values(&Self::label_refs(&labels))
             .inc();
+    }
+
+    /// Counts an inbound HBONE connection ztunnel ended for `reason`; returns the count so far.
+    pub fn hbone_closed(&self, reason: &str) -> u64 {
+        let c = self.hbone_closed.with_label_values(&[reason]);
+        c.inc();
+        c.get()
     }
 
     /// The Prometheus text exposition of everything.
