@@ -1,6 +1,7 @@
 //! Per-pod traffic capture without iptables (design (a)): an `sk_lookup` program in each pod's
 //! network namespace steers new TCP connections into the node proxy's listeners, which live in
-//! that namespace and are held in a pinned SOCKMAP.
+//! that namespace and are held in a pinned SOCKMAP. The design and the facts it rests on:
+//! `docs/istio-compatibility.md` §11.
 //!
 //! * [`pod`] attaches the program to a pod netns and pins link and maps under one directory, and
 //!   removes those pins again.

@@ -1,4 +1,5 @@
-//! The per-pod policy routing capture depends on (design (a), pitfalls P1 and P2):
+//! The per-pod policy routing capture depends on (design (a), pitfalls P1 and P2 of
+//! `docs/istio-compatibility.md` §11.4):
 //!
 //! | pref | rule | why |
 //! |---|---|---|

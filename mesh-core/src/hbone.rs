@@ -1,5 +1,5 @@
 //! HBONE: a TCP connection carried as one HTTP/2 CONNECT stream inside mutual TLS, port 15008
-//! (istio-wire-facts.md 1.2-1.4). Many streams share one TLS connection.
+//! (`docs/istio-compatibility.md` §3). Many streams share one TLS connection.
 //!
 //! * [`serve`] runs the server side of one connection: the TLS and HTTP/2 handshakes within a
 //!   bound, then every CONNECT stream goes to a handler that either opens the upstream (the

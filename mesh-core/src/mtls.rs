@@ -1,4 +1,5 @@
-//! Mutual TLS between workloads (HBONE), as Istio's ztunnel does it (istio-wire-facts.md 1.1):
+//! Mutual TLS between workloads (HBONE), as Istio's ztunnel does it (`docs/istio-compatibility.md`
+//! §2):
 //!
 //! * the server requires a client certificate that chains to our roots and carries a SPIFFE
 //!   URI SAN in the server's own trust domain (which ns/sa is for authorization to decide);

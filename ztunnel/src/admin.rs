@@ -1,4 +1,4 @@
-//! The three HTTP ports of ztunnel (istio-wire-facts.md 0):
+//! The three HTTP ports of ztunnel (`docs/istio-compatibility.md` §1):
 //!
 //! * admin, localhost 15000: `/config_dump` (workloads, services, policies, certificates with
 //!   expiry, and this node's pods), `/` lists the endpoints;

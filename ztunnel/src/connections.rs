@@ -1,4 +1,5 @@
-//! Open inbound connections, so a policy change applies to them too (istio-wire-facts.md 5.1):
+//! Open inbound connections, so a policy change applies to them too (`docs/istio-compatibility.md`
+//! §7.5):
 //! after every config update each tracked connection is authorized again, and one that would
 //! now be denied is closed, logged ("connection closed due to policy change") and counted.
 //!

@@ -1,5 +1,5 @@
 //! Inbound HBONE (port 15008 of a local workload): the decisions taken for each CONNECT stream,
-//! in Istio's order (istio-wire-facts.md 1.4):
+//! in Istio's order (`docs/istio-compatibility.md` §3.3):
 //!
 //! 1. the authority must be `ip:port` with the IP the connection arrived on (else 400);
 //! 2. the target port must not be one of ztunnel's own (else 400);

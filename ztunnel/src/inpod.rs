@@ -1,6 +1,6 @@
-//! The proxy of one enrolled pod, living in the pod's network namespace (design (a) of
-//! ebpf-capture-prototype.md): ztunnel creates its listeners inside the pod netns (on a thread
-//! that entered it), puts 15001/15006 into the pod's pinned SOCKMAP, and serves
+//! The proxy of one enrolled pod, living in the pod's network namespace (the capture design is
+//! `docs/istio-compatibility.md` §11): ztunnel creates its listeners inside the pod netns (on a
+//! thread that entered it), puts 15001/15006/15008 into the pod's pinned SOCKMAP, and serves
 //!
 //! * 15001 (outbound): the original destination is the accepted socket's local address; the
 //!   route comes from [`crate::outbound::route`]; HBONE to the peer with the pod's certificate

@@ -1,5 +1,5 @@
 //! Outbound routing: where a captured connection from a local workload goes, decided from the
-//! state alone (istio-wire-facts.md 1.6, 5.5):
+//! state alone (`docs/istio-compatibility.md` §4, §8):
 //!
 //! 1. a service VIP whose service has a waypoint: HBONE to the waypoint, authority = the
 //!    original `VIP:port` as dialled;

@@ -1,4 +1,4 @@
-//! L4 authorization at the destination, with Istio's semantics (istio-wire-facts.md section 5).
+//! L4 authorization at the destination, with Istio's semantics (`docs/istio-compatibility.md` §7).
 //!
 //! Policies arrive as `istio.security.Authorization` and are converted once, at xDS time, into
 //! [`Policy`] (an invalid address or an empty string match is dropped there, as Istio's ztunnel

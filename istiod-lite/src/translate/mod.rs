@@ -1,8 +1,8 @@
 //! Translation: a store snapshot in, the xDS resources and policy status out. Pure functions: no
 //! I/O, no clock, no randomness, so the same snapshot always gives the same resources.
 //!
-//! Semantics follow Istio's ambient controller (istio-wire-facts.md, mesh-user-apis.md section 1-2):
-//! enrolment, services and their endpoints, waypoint binding, and the L4 translation of
+//! Semantics follow Istio's ambient controller (`docs/istio-compatibility.md` §10, resources as
+//! in §5): enrolment, services and their endpoints, waypoint binding, and the L4 translation of
 //! AuthorizationPolicy and PeerAuthentication.
 
 mod authorization;
