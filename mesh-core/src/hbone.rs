@@ -458,12 +458,19 @@ where
     // (a peer that never answers the GOAWAY's PING would otherwise hold it).
     let mut drop_at: Option<tokio::time::Instant> = None;
     loop {
-        let idle_at = idle_since.filter(|_| drop_at.is_none()).map(|t| t + limits.idle);
+        let idle_at = idle_since
+            .filter(|_| drop_at.is_none())
+            .map(|t| t + limits.idle);
         let timer = drop_at.or(idle_at);
         tokio::select! {
             next = conn.accept() => {
-                let Some(next) = next else { break };
-                let (req, respond) = next?;
+                let (req, respond) = match next {
+                    None => break,
+                    Some(Ok(stream)) => stream,
+                    // A peer told to go away may close without ceremony: still an idle end.
+                    Some(Err(_)) if ended == Ended::Idle => break,
+                    Some(Err(e)) => return Err(e.into()),
+                };
                 open.send_modify(|n| *n += 1);
                 idle_since = None;
                 let (handler, open, peer) = (handler.clone(), open.clone(), peer.clone());

@@ -121,20 +121,21 @@ async fn hbone_server_with(
             let acceptor = acceptor.clone();
             let (tx, ended_tx) = (tx.clone(), ended_tx.clone());
             tokio::spawn(async move {
-                let ended = hbone::serve(tcp, &acceptor, limits, move |req: hbone::ConnectRequest| {
-                    let _ = tx.send((req.peer.clone(), req.authority.clone()));
-                    async move {
-                        let target: SocketAddr =
-                            req.authority.parse().map_err(|_| StatusCode::BAD_REQUEST)?;
-                        if target.port() == 9999 {
-                            return Err(StatusCode::UNAUTHORIZED);
+                let ended =
+                    hbone::serve(tcp, &acceptor, limits, move |req: hbone::ConnectRequest| {
+                        let _ = tx.send((req.peer.clone(), req.authority.clone()));
+                        async move {
+                            let target: SocketAddr =
+                                req.authority.parse().map_err(|_| StatusCode::BAD_REQUEST)?;
+                            if target.port() == 9999 {
+                                return Err(StatusCode::UNAUTHORIZED);
+                            }
+                            TcpStream::connect(target)
+                                .await
+                                .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
                         }
-                        TcpStream::connect(target)
-                            .await
-                            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
-                    }
-                })
-                .await;
+                    })
+                    .await;
                 let _ = ended_tx.send(ended.map_err(|e| e.to_string()));
             });
         }
@@ -386,7 +387,10 @@ async fn a_connection_that_never_says_hello_is_closed_after_the_handshake_bound(
     let mut silent = TcpStream::connect(server).await.unwrap();
     closed_by_server(&mut silent, Duration::from_secs(5)).await;
     let err = ended.recv().await.unwrap().unwrap_err();
-    assert!(err.contains("did not finish the TLS and HTTP/2 handshakes"), "{err}");
+    assert!(
+        err.contains("did not finish the TLS and HTTP/2 handshakes"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,7 +400,9 @@ async fn a_client_hello_sent_a_byte_at_a_time_is_cut_at_the_same_bound() {
     let mut slow = TcpStream::connect(server).await.unwrap();
     // The start of a TLS record carrying a ClientHello, one byte every 50 ms.
     let started = std::time::Instant::now();
-    for byte in [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0, 0, 0, 0] {
+    for byte in [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0, 0, 0, 0,
+    ] {
         if slow.write_all(&[byte]).await.is_err() {
             break;
         }
@@ -416,7 +422,10 @@ async fn an_mtls_connection_without_streams_is_closed_when_idle_and_a_busy_one_i
 
     // A connection that carries a tunnel for longer than the idle bound stays up.
     let busy = client(&ca.issue(A), server, B).await.unwrap();
-    let mut tunnel = busy.connect(&echo.to_string(), HeaderMap::new()).await.unwrap();
+    let mut tunnel = busy
+        .connect(&echo.to_string(), HeaderMap::new())
+        .await
+        .unwrap();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         tunnel.write_all(b"ping").await.unwrap();

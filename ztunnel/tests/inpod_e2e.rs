@@ -245,3 +245,113 @@ async fn hbone_between_captured_pods_keeps_the_source_and_enforces_policy() {
     drop(mesh);
     drop(lab);
 }
+
+/// Opens `n` TCP connections from pod1 to pod2's HBONE port that never send a byte. They carry
+/// the proxy's mark, so pod1's capture lets them out as a pod outside the mesh would send them.
+fn silent_connections(n: usize) -> Vec<std::net::TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let target = std::net::SocketAddr::from(SocketAddrV4::new(POD2_IP, 15008));
+    (0..n)
+        .map(|_| {
+            mesh_bpf::netns::run_in(&netns(POD1), || -> std::io::Result<std::net::TcpStream> {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+                s.set_mark(0x539)?;
+                s.connect_timeout(&target.into(), std::time::Duration::from_secs(5))?;
+                Ok(s.into())
+            })
+            .unwrap()
+            .unwrap()
+        })
+        .collect()
+}
+
+/// How long until the server closed `conn` (EOF or reset), or `None` if it is open after `max`.
+fn closed_within(
+    mut conn: std::net::TcpStream,
+    max: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    conn.set_read_timeout(Some(max)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match std::io::Read::read(&mut conn, &mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root; creates network namespaces and bpffs pins (run ztunnel/scripts/e2e.sh)"]
+async fn a_pod_cannot_hold_the_hbone_port_with_connections_that_never_handshake() {
+    use std::time::Duration;
+    let lab = lab();
+    enrol_all(&lab);
+    start_app();
+    let limits = mesh_core::hbone::ServerLimits {
+        handshake: Duration::from_secs(1),
+        idle: Duration::from_secs(1),
+    };
+    let mesh = Mesh::start_with(limits, 8).await;
+
+    // Twelve silent connections from one source: eight are held until the handshake bound,
+    // the four past the source's limit are closed as they arrive.
+    let conns = silent_connections(12);
+    let waits = tokio::task::spawn_blocking(move || {
+        let handles: Vec<_> = conns
+            .into_iter()
+            .map(|c| std::thread::spawn(move || closed_within(c, Duration::from_secs(10))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    println!("closed after: {waits:?}");
+    assert!(
+        waits.iter().all(Option::is_some),
+        "every silent connection is closed: {waits:?}"
+    );
+    let quick = waits
+        .iter()
+        .flatten()
+        .filter(|d| **d < Duration::from_millis(300))
+        .count();
+    let at_bound = waits
+        .iter()
+        .flatten()
+        .filter(|d| **d >= Duration::from_millis(300))
+        .count();
+    assert_eq!((quick, at_bound), (4, 8), "{waits:?}");
+    let metrics = mesh.shared.metrics.render(ztunnel::telemetry::Scrape {
+        active_proxies: 2,
+        xds_streams_ended: 0,
+        closed_by_policy: 0,
+    });
+    for (reason, n) in [("source_limit", 4), ("handshake_timeout", 8)] {
+        let line =
+            format!("ztunnel_inbound_hbone_connections_closed_total{{reason=\"{reason}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+
+    // Once they are gone the same pod's real traffic goes through as before.
+    eventually_async("a tunnelled request after the flood", WAIT, || async {
+        let reply = client(&POD2_IP.to_string(), 8080).await;
+        reply
+            .starts_with(&format!("REPLY peer={POD1_IP}:"))
+            .then_some(())
+            .ok_or(reply)
+    })
+    .await;
+}

@@ -13,11 +13,12 @@ use istiod_lite::app::Running;
 use istiod_lite::testing::{ControlPlaneDir, Token};
 use mesh_bpf::{pod, PinDir, PodSpec};
 use mesh_core::control_plane::ControlPlane;
+use mesh_core::hbone::ServerLimits;
 use mesh_core::identity::manager::{CaConfig, IdentityManager, Requester};
 use mesh_core::xds::ClientStatus;
 pub use mesh_test_support::{netns_path as netns, Lab};
 use tokio::sync::watch;
-use ztunnel::inpod::{self, Counters, PodProxy, Shared};
+use ztunnel::inpod::{self, PodProxy, Shared};
 use ztunnel::state::State;
 use ztunnel::xds::{run, XdsConfig};
 
@@ -116,7 +117,17 @@ impl Drop for Mesh {
 
 impl Mesh {
     /// Needs the pods enrolled ([`enrol_all`]).
+    /// With ztunnel's default bounds on inbound HBONE connections.
     pub async fn start() -> Mesh {
+        Self::start_with(
+            ServerLimits::default(),
+            inpod::DEFAULT_HBONE_CONNECTIONS_PER_SOURCE as usize,
+        )
+        .await
+    }
+
+    /// With the given bounds on inbound HBONE connections (time, and count per source).
+    pub async fn start_with(limits: ServerLimits, per_source: usize) -> Mesh {
         // Logs when RUST_LOG asks for them (e.g. RUST_LOG=info).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -147,18 +158,13 @@ impl Mesh {
             .await
             .unwrap()
             .unwrap();
-        let shared = Arc::new(Shared {
-            state: state.clone(),
-            identities: IdentityManager::new(CaConfig {
-                control_plane,
-                requester: Requester::Node,
-                ttl: Duration::from_secs(3600),
-            }),
-            counters: Counters::default(),
-            pool: Default::default(),
-            connections: Default::default(),
-            metrics: Default::default(),
+        let identities = IdentityManager::new(CaConfig {
+            control_plane,
+            requester: Requester::Node,
+            ttl: Duration::from_secs(3600),
         });
+        let shared =
+            Arc::new(Shared::new(state.clone(), identities).with_hbone_limits(limits, per_source));
         let p1 = inpod::start(
             shared.clone(),
             "Kubernetes//Pod/demo/client",
