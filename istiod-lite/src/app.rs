@@ -156,7 +156,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding the xDS port {}", config.xds_addr))?;
     let xds_addr = listener.local_addr()?;
-    let (incoming, accept_task) = crate::grpc_tls::incoming(listener, Arc::new(tls));
+    let (incoming, accept_task) =
+        crate::grpc_tls::incoming(listener, Arc::new(tls), config.handshake_timeout);
     tasks.push(accept_task);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))

@@ -108,6 +108,11 @@ pub struct Config {
     #[arg(long, env = "MAX_WORKLOAD_CERT_TTL", default_value = "90d", value_parser = parse_ttl)]
     pub max_cert_ttl: Duration,
 
+    /// Longest a client of the xDS/CA port may take for its TLS handshake and the HTTP/2
+    /// preface together; past it the connection is closed.
+    #[arg(long, env = "ISTIOD_LITE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = mesh_core::time_text::parse_timeout)]
+    pub handshake_timeout: Duration,
+
     /// Log format: text or json.
     #[arg(long, env = "ISTIOD_LITE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -1,6 +1,7 @@
-//! The TLS 1.3 listener under the gRPC server: accepts TCP, completes the handshake off the
-//! accept loop (with a deadline, so a silent peer costs nothing), and hands finished
-//! connections to tonic.
+//! The TLS 1.3 listener under the gRPC server: accepts TCP, completes the TLS handshake and
+//! reads the client's HTTP/2 preface off the accept loop, both within one deadline (so a peer
+//! that goes silent at either step costs nothing for long), and hands finished connections to
+//! tonic, the preface put back in front of what follows.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What every HTTP/2 client sends first (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A server-side TLS connection tonic can serve.
-pub struct TlsConn(TlsStream<TcpStream>);
+/// A server-side TLS connection tonic can serve, and what of the preface (read here, to bound
+/// it) the HTTP/2 server has not been given yet.
+pub struct TlsConn(TlsStream<TcpStream>, &'static [u8]);
 
 impl Connected for TlsConn {
     type ConnectInfo = TcpConnectInfo;
@@ -34,8 +37,52 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        let me = self.get_mut();
+        if !me.1.is_empty() {
+            let n = me.1.len().min(buf.remaining());
+            buf.put_slice(&me.1[..n]);
+            me.1 = &me.1[n..];
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut me.0).poll_read(cx, buf)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("the TLS handshake and HTTP/2 preface took longer than {0:?}")]
+    Timeout(Duration),
+    #[error("reading the HTTP/2 preface: {0}")]
+    Read(std::io::Error),
+    #[error("the client did not start with the HTTP/2 preface (not a gRPC client?)")]
+    NotHttp2,
+}
+
+/// TLS, then the 24 bytes of the HTTP/2 preface, within `timeout` together.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<TlsConn, HandshakeError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tls = tokio::time::timeout_at(deadline, acceptor.accept(tcp))
+        .await
+        .map_err(|_| HandshakeError::Timeout(timeout))?
+        .map_err(HandshakeError::Tls)?;
+    let mut preface = [0u8; PREFACE.len()];
+    tokio::time::timeout_at(
+        deadline,
+        tokio::io::AsyncReadExt::read_exact(&mut tls, &mut preface),
+    )
+    .await
+    .map_err(|_| HandshakeError::Timeout(timeout))?
+    .map_err(HandshakeError::Read)?;
+    if &preface != PREFACE {
+        return Err(HandshakeError::NotHttp2);
+    }
+    Ok(TlsConn(tls, PREFACE))
 }
 
 impl AsyncWrite for TlsConn {
@@ -74,6 +121,7 @@ impl AsyncWrite for TlsConn {
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
 ) -> (
     ReceiverStream<std::io::Result<TlsConn>>,
     tokio::task::JoinHandle<()>,
@@ -99,12 +147,13 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let conn_tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = conn_tx.send(Ok(TlsConn(tls))).await;
+                match handshake(&acceptor, tcp, handshake_timeout).await {
+                    Ok(conn) => {
+                        let _ = conn_tx.send(Ok(conn)).await;
                     }
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "xDS connection closed before it started")
+                    }
                 }
             });
         }
