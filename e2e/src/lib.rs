@@ -335,9 +335,8 @@ impl Cluster {
     /// Writes `config/<file>` (istiod-lite picks it up).
     pub fn apply(&self, file: &str, yaml: &str) {
         let path = self.config_dir().join(file);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
+        mesh_core::cluster_dir::write_atomic(&path, yaml.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn delete(&self, file: &str) {

@@ -1,8 +1,10 @@
 //! Library shared by the mesh binaries: the wire protos, SPIFFE identities, the Kubernetes object
-//! model that every config source produces, and the TLS settings both ends of a connection agree on.
+//! model that every config source produces, the cluster directory (the local cluster's API), and
+//! the TLS settings both ends of a connection agree on.
 
 #![forbid(unsafe_code)]
 
+pub mod cluster_dir;
 pub mod hbone;
 pub mod identity;
 pub mod k8s;

@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use mesh_core::cluster_dir::write_atomic;
 use serde::{Deserialize, Serialize};
 
 pub const MAX_NODES: u8 = 8;
@@ -127,18 +128,11 @@ impl Record {
     }
 
     fn save(&self, home: &Home) -> Result<()> {
-        write_atomic(&home.record(), &serde_json::to_vec_pretty(self)?)
+        Ok(write_atomic(
+            &home.record(),
+            &serde_json::to_vec_pretty(self)?,
+        )?)
     }
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// Runs a command; an error carries its stderr.

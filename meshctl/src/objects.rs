@@ -16,7 +16,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use istiod_lite::source::directory::parse_documents;
+use mesh_core::cluster_dir::{self, parse_documents, ClusterDirError, Depth};
 use mesh_core::k8s::{Kind, Object, ObjectKey};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -27,8 +27,6 @@ use time::OffsetDateTime;
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Namespaces every cluster has, whether or not a file was written for them.
 pub const BUILTIN_NAMESPACES: [&str; 3] = ["default", "istio-system", "kube-system"];
-/// The directory that stands in for the namespace of cluster-scoped objects.
-const CLUSTER_SCOPE_DIR: &str = "_cluster";
 /// Metadata the cluster sets; never taken from what a user applies.
 const SERVER_FIELDS: [&str; 6] = [
     "creationTimestamp",
@@ -161,6 +159,8 @@ pub enum ApiError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] ClusterDirError),
 }
 
 impl ApiError {
@@ -663,12 +663,7 @@ impl Api {
                 return Ok((key, Outcome::Unchanged));
             }
         }
-        write_atomically(&path, &text).map_err(|source| {
-            fail(ApiError::Write {
-                path: path.display().to_string(),
-                source,
-            })
-        })?;
+        cluster_dir::write_atomic(&path, text.as_bytes()).map_err(|e| fail(e.into()))?;
         let outcome = if live.is_some() {
             Outcome::Configured
         } else {
@@ -725,24 +720,12 @@ impl Api {
         Ok(())
     }
 
+    /// Where the object is stored; `None` for names no object can have (so they never reach
+    /// the file system).
     fn object_path(&self, key: &ObjectKey) -> Option<PathBuf> {
-        if !is_object_name(&key.name) {
-            return None;
-        }
-        let scope = if key.kind.is_namespaced() {
-            if !is_dns_label(&key.namespace) {
-                return None;
-            }
-            key.namespace.as_str()
-        } else {
-            CLUSTER_SCOPE_DIR
-        };
-        Some(
-            self.config_dir
-                .join(kind_dir(key.kind))
-                .join(scope)
-                .join(format!("{}.yaml", key.name)),
-        )
+        let valid = is_object_name(&key.name)
+            && (!key.kind.is_namespaced() || is_dns_label(&key.namespace));
+        valid.then(|| cluster_dir::object_path(&self.config_dir, key))
     }
 
     /// The stored object as written (no status merged), or a built-in namespace.
@@ -762,9 +745,9 @@ impl Api {
 
     /// Every stored object of a kind (built-in namespaces included), unsorted, without status.
     fn load_all(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<Value>, ApiError> {
-        let kind_root = self.config_dir.join(kind_dir(kind));
+        let kind_root = self.config_dir.join(cluster_dir::kind_dir(kind));
         let scopes: Vec<PathBuf> = match (kind.is_namespaced(), namespace) {
-            (false, _) => vec![kind_root.join(CLUSTER_SCOPE_DIR)],
+            (false, _) => vec![kind_root.join(cluster_dir::CLUSTER_SCOPE)],
             (true, Some(ns)) if is_dns_label(ns) => vec![kind_root.join(ns)],
             (true, Some(_)) => vec![],
             (true, None) => subdirectories(&kind_root)?,
@@ -793,11 +776,7 @@ impl Api {
         {
             return Ok(value);
         }
-        let path = self
-            .status_dir
-            .join(kind_dir(key.kind))
-            .join(&key.namespace)
-            .join(format!("{}.yaml", key.name));
+        let path = cluster_dir::status_path(&self.status_dir, key);
         let Some(file) = load_file(&path)? else {
             return Ok(value);
         };
@@ -819,11 +798,6 @@ impl Api {
         }
         Ok(value)
     }
-}
-
-/// The directory of a kind: its name in lower case, as istiod-lite names status directories.
-fn kind_dir(kind: Kind) -> String {
-    kind.as_str().to_ascii_lowercase()
 }
 
 /// A key with the namespace blanked for cluster-scoped kinds.
@@ -1171,10 +1145,12 @@ fn read_sources(
         }
         let path = Path::new(source);
         if path.is_dir() {
-            let mut found = Vec::new();
-            config_files(path, recursive, &mut found)
-                .map_err(|e| format!("cannot read directory {source}: {e}"))?;
-            found.sort();
+            let depth = if recursive {
+                Depth::Recursive
+            } else {
+                Depth::Flat
+            };
+            let found = cluster_dir::walk(path, depth).map_err(|e| e.to_string())?;
             files.extend(found.into_iter().map(Some));
         } else if path.exists() {
             files.push(Some(path.to_path_buf()));
@@ -1205,31 +1181,6 @@ fn read_sources(
         }
     }
     Ok(inputs)
-}
-
-fn config_files(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_none_or(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            if recursive {
-                config_files(&path, recursive, out)?;
-            }
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// The documents of an input in order (`kind: List` expanded), and the YAML syntax error that
@@ -1311,9 +1262,20 @@ fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
         .collect())
 }
 
-/// The object files of one scope directory (temporary files are hidden and skipped).
+/// The object files of one scope directory (the cluster directory's walk: temporary files are
+/// hidden and skipped); none when it does not exist.
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
-    Ok(entries(dir)?
+    let files = match cluster_dir::walk(dir, Depth::Flat) {
+        Ok(files) => files,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ApiError::Unreadable {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    Ok(files
         .into_iter()
         .filter(|p| {
             p.extension().is_some_and(|e| e == "yaml")
@@ -1322,30 +1284,6 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
                     .is_some_and(is_object_name)
         })
         .collect())
-}
-
-/// Writes through a hidden temporary file (which istiod-lite skips) and a rename, so istiod-lite
-/// never reads half an object.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("object");
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 /// An RFC 1123 subdomain, the rule for object names (so it is also a safe file name).

@@ -13,13 +13,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use mesh_core::cluster_dir::write_atomic;
 use mesh_core::k8s::Kind;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::cluster::{
-    self, netns_path, node_name, node_netns, pin_root, pod_subnet, run, write_atomic, Home, Record,
-    CNI_BIN,
+    self, netns_path, node_name, node_netns, pin_root, pod_subnet, run, Home, Record, CNI_BIN,
 };
 use crate::supervisor::Status;
 use meshctl::cni::{Chain, NodeNetwork, Sandbox};
@@ -63,10 +63,10 @@ impl PodRecord {
     }
 
     fn save(&self, home: &Home) -> Result<()> {
-        write_atomic(
+        Ok(write_atomic(
             &Self::path(home, &self.namespace, &self.name),
             &serde_json::to_vec_pretty(self)?,
-        )
+        )?)
     }
 
     /// The supervisor's name for the pod's process.

@@ -14,11 +14,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use mesh_core::cluster_dir::write_atomic;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{
-    self, netns_path, node_name, node_netns, underlay_ip, write_atomic, Home, Record,
-};
+use crate::cluster::{self, netns_path, node_name, node_netns, underlay_ip, Home, Record};
 use crate::pods::PodRecord;
 
 const TICK: Duration = Duration::from_millis(200);

@@ -60,11 +60,9 @@ impl Harness {
     }
 }
 
-/// Writes through a rename so the watcher never reads half a file.
+/// Writes as meshctl does, so the watcher never reads half a file.
 pub fn write_atomic(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    mesh_core::cluster_dir::write_atomic(path, text.as_bytes()).unwrap();
 }
 
 pub async fn start_harness(files: &[(&str, &str)]) -> Harness {
