@@ -1,9 +1,6 @@
 //! `meshctl`: run the mesh on one Linux machine and talk to it like kubectl and istioctl.
 
-mod cluster;
 mod demo;
-mod pods;
-mod supervisor;
 mod zc;
 
 use std::io::Write;
@@ -12,11 +9,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use meshctl::cluster::home::{self, Home};
+use meshctl::cluster::{self, pods, supervisor};
 use meshctl::objects::Api;
 use meshctl::output::{self, Format};
 use meshctl::waypoint;
-
-use cluster::Home;
 
 #[derive(Parser)]
 #[command(
@@ -541,7 +538,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Object commands need a cluster's directory to write into.
 fn require_cluster_files(home: &Home) -> Result<()> {
-    if cluster::Record::load(home)?.is_none() {
+    if home::Record::load(home)?.is_none() {
         bail!(
             "no local cluster at {}: start one with `sudo meshctl up` (or set --home)",
             home.dir.display()
@@ -551,9 +548,9 @@ fn require_cluster_files(home: &Home) -> Result<()> {
 }
 
 fn status(home: &Home) -> Result<()> {
-    let record = cluster::Record::load(home)?
-        .context("no local cluster: start one with `sudo meshctl up`")?;
-    let alive = cluster::supervisor_alive(home);
+    let record =
+        home::Record::load(home)?.context("no local cluster: start one with `sudo meshctl up`")?;
+    let alive = home::supervisor_alive(home);
     let mut out = std::io::stdout();
     writeln!(
         out,
@@ -566,7 +563,7 @@ fn status(home: &Home) -> Result<()> {
             "NOT RUNNING (`meshctl down`, then `meshctl up`)"
         }
     )?;
-    let Some(st) = supervisor::Status::load(home) else {
+    let Some(st) = home::Status::load(home) else {
         return Ok(());
     };
     let rows: Vec<Vec<String>> = st

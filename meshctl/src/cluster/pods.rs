@@ -4,8 +4,8 @@
 //! `CNI_*` environment and the chained `prevResult` inside the node's namespace), then
 //! `status.podIP`, then the process, which the supervisor runs and restarts.
 //!
-//! Each pod has a record `<home>/pods/<namespace>.<name>.json`: what the supervisor runs and
-//! what `delete` and `down` undo (CNI DEL in reverse order with the cached result).
+//! Each pod has a record (`home::PodRecord`): what the supervisor runs and what `delete` and
+//! `down` undo (CNI DEL in reverse order with the cached result).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,91 +13,18 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use mesh_core::cluster_dir::write_atomic;
 use mesh_core::k8s::Kind;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::cluster::{
-    self, netns_path, node_name, node_netns, pin_root, pod_subnet, run, Home, Record, CNI_BIN,
+use super::home::{
+    node_name, node_netns, pin_root, pod_subnet, supervisor_alive, Home, PodRecord, Record, Status,
+    CNI_BIN,
 };
-use crate::supervisor::Status;
-use meshctl::cni::{Chain, NodeNetwork, Sandbox};
-use meshctl::objects::Api;
+use super::host::{kill_netns_processes, netns_path, require_root, run, wait_for};
+use crate::cni::{Chain, NodeNetwork, Sandbox};
+use crate::objects::Api;
 
 const NETWORK: &str = "meshctl";
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PodRecord {
-    pub namespace: String,
-    pub name: String,
-    pub node: u8,
-    pub netns: String,
-    pub container_id: String,
-    pub ip: String,
-    pub command: Vec<String>,
-    pub cni_result: Value,
-}
-
-impl PodRecord {
-    fn path(home: &Home, namespace: &str, name: &str) -> PathBuf {
-        home.pods_dir().join(format!("{namespace}.{name}.json"))
-    }
-
-    pub fn load(home: &Home, namespace: &str, name: &str) -> Option<PodRecord> {
-        let bytes = std::fs::read(Self::path(home, namespace, name)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    /// Every pod record, sorted by namespace and name.
-    pub fn list(home: &Home) -> Vec<PodRecord> {
-        let mut out: Vec<PodRecord> = std::fs::read_dir(home.pods_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-            .collect();
-        out.sort_by(|a: &PodRecord, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        out
-    }
-
-    fn save(&self, home: &Home) -> Result<()> {
-        Ok(write_atomic(
-            &Self::path(home, &self.namespace, &self.name),
-            &serde_json::to_vec_pretty(self)?,
-        )?)
-    }
-
-    /// The supervisor's name for the pod's process.
-    pub fn component(&self) -> String {
-        format!("pod/{}/{}", self.namespace, self.name)
-    }
-
-    pub fn log(&self, home: &Home) -> PathBuf {
-        home.logs()
-            .join("pods")
-            .join(format!("{}.{}.log", self.namespace, self.name))
-    }
-
-    /// The environment of the pod's processes: the project's binaries on PATH (so `mesh-echo`
-    /// runs as it is), and what the downward API would give.
-    pub fn env(&self, bins: &Path) -> Vec<(String, String)> {
-        let path = format!(
-            "{}:{}",
-            bins.display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
-        );
-        vec![
-            ("PATH".into(), path),
-            ("POD_NAME".into(), self.name.clone()),
-            ("POD_NAMESPACE".into(), self.namespace.clone()),
-            ("POD_IP".into(), self.ip.clone()),
-            ("NODE_NAME".into(), node_name(self.node)),
-            ("HOSTNAME".into(), self.name.clone()),
-        ]
-    }
-}
 
 /// What `meshctl run` asks for.
 pub struct RunOptions {
@@ -112,7 +39,7 @@ pub struct RunOptions {
 
 fn loaded_cluster(home: &Home) -> Result<Record> {
     match Record::load(home)? {
-        Some(r) if cluster::supervisor_alive(home) => Ok(r),
+        Some(r) if supervisor_alive(home) => Ok(r),
         Some(_) => bail!("the local cluster is not running (its supervisor is gone): `meshctl down` then `meshctl up`"),
         None => bail!("no local cluster: start one with `sudo meshctl up`"),
     }
@@ -133,7 +60,7 @@ fn parse_node(record: &Record, node: &str) -> Result<u8> {
 
 /// `meshctl run`: creates the pod and waits until its process runs.
 pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<()> {
-    cluster::require_root("run")?;
+    require_root("meshctl run")?;
     let record = loaded_cluster(home)?;
     let (ns, name) = (opts.namespace.as_str(), opts.name.as_str());
     if opts.command.is_empty() {
@@ -212,7 +139,7 @@ pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<()> {
         return Err(e.context(format!("creating pod {ns}/{name}")));
     }
     let component = rec.component();
-    cluster::wait_for(
+    wait_for(
         &format!("pod {ns}/{name} to start"),
         Duration::from_secs(10),
         || match Status::load(home)
@@ -297,7 +224,7 @@ fn with_sandbox<T>(rec: &PodRecord, f: impl FnOnce(&Sandbox) -> T) -> T {
 pub fn teardown(home: &Home, rec: &PodRecord) {
     let _ = std::fs::remove_file(PodRecord::path(home, &rec.namespace, &rec.name));
     if netns_path(&rec.netns).exists() {
-        cluster::kill_netns_processes(&rec.netns);
+        kill_netns_processes(&rec.netns);
         if !rec.cni_result.is_null() {
             let deleted = chain(home, rec.node)
                 .and_then(|c| Ok(with_sandbox(rec, |sb| c.del(sb, &rec.cni_result))?));
@@ -315,7 +242,7 @@ pub fn teardown(home: &Home, rec: &PodRecord) {
 
 /// `meshctl delete pod NAME -n NS`.
 pub fn delete_pod(home: &Home, api: &Api, namespace: &str, name: &str) -> Result<()> {
-    cluster::require_root("delete pod")?;
+    require_root("meshctl delete pod")?;
     let rec = PodRecord::load(home, namespace, name);
     let object = api.remove(Kind::Pod, namespace, name)?;
     match rec {
@@ -350,7 +277,7 @@ fn pod_command(home: &Home, namespace: &str, name: &str, command: &[String]) -> 
 /// `meshctl exec NS/POD -- CMD`: runs in the pod's network namespace, in the foreground;
 /// returns its exit code.
 pub fn exec(home: &Home, namespace: &str, name: &str, command: &[String]) -> Result<i32> {
-    cluster::require_root("exec")?;
+    require_root("meshctl exec")?;
     let status = pod_command(home, namespace, name, command)?
         .status()
         .with_context(|| format!("running {}", command[0]))?;
