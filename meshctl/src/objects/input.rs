@@ -115,3 +115,44 @@ pub(super) fn split_documents(input: &Input) -> (Vec<Document>, Option<String>) 
     }
     (documents, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_expanded_and_a_syntax_error_ends_the_input() {
+        let input = Input {
+            name: "-".into(),
+            text: "apiVersion: v1\nkind: List\nitems:\n- {kind: A}\n- {kind: B}\n---\n---\n\
+                   {kind: C}\n---\nkind: [unclosed\n"
+                .into(),
+        };
+        let (documents, syntax_error) = split_documents(&input);
+        let locations: Vec<&str> = documents.iter().map(|d| d.location.as_str()).collect();
+        assert_eq!(
+            locations,
+            [
+                "stdin, document 1, item 1",
+                "stdin, document 1, item 2",
+                "stdin, document 3"
+            ]
+        );
+        assert!(syntax_error.is_some());
+    }
+
+    #[test]
+    fn urls_are_refused_with_a_way_to_apply_them() {
+        let Err(e) = read_sources(
+            &["https://example.com/a.yaml".to_string()],
+            false,
+            &mut std::io::empty(),
+        ) else {
+            panic!("a URL was read");
+        };
+        assert!(
+            e.contains("curl -sL https://example.com/a.yaml | meshctl apply -f -"),
+            "{e}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use super::fields::{metadata_mut, str_field};
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Metadata the cluster sets; never taken from what a user applies.
-pub(super) const SERVER_FIELDS: [&str; 6] = [
+const SERVER_FIELDS: [&str; 6] = [
     "creationTimestamp",
     "generation",
     "uid",
@@ -97,7 +97,7 @@ pub(super) fn stamp(next: &mut Value, live: Option<&Value>, given: Option<&Value
 }
 
 /// Everything but metadata and status: what `generation` counts changes of.
-pub(super) fn body(value: &Value) -> Value {
+fn body(value: &Value) -> Value {
     let mut v = value.clone();
     if let Some(map) = v.as_object_mut() {
         map.remove("metadata");
@@ -129,4 +129,51 @@ pub(crate) fn now_rfc3339() -> String {
         .unwrap_or(now)
         .format(&Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_way_keeps_what_others_set_and_drops_what_apply_no_longer_sets() {
+        let last = json!({"metadata": {"labels": {"app": "web", "old": "x"}}, "spec": {"a": 1}});
+        let live = json!({
+            "metadata": {"labels": {"app": "web", "old": "x", "team": "blue"}},
+            "spec": {"a": 1, "b": [1, 2]},
+            "status": {"phase": "Running"},
+        });
+        let new = json!({"metadata": {"labels": {"app": "web2"}}, "spec": {"a": null, "b": [3]}});
+        assert_eq!(
+            three_way(Some(&last), &live, &new),
+            json!({
+                "metadata": {"labels": {"app": "web2", "team": "blue"}},
+                "spec": {"b": [3]},
+                "status": {"phase": "Running"},
+            })
+        );
+    }
+
+    #[test]
+    fn generation_counts_changes_outside_metadata_and_status() {
+        let mut first = json!({"metadata": {"name": "a"}, "spec": {"x": 1}});
+        stamp(&mut first, None, None);
+        assert_eq!(first["metadata"]["generation"], 1);
+        let created = first["metadata"]["creationTimestamp"].clone();
+        let mut relabelled =
+            json!({"metadata": {"name": "a", "labels": {"k": "v"}}, "spec": {"x": 1}});
+        stamp(&mut relabelled, Some(&first), None);
+        assert_eq!(relabelled["metadata"]["generation"], 1);
+        assert_eq!(relabelled["metadata"]["creationTimestamp"], created);
+        let mut changed = json!({"metadata": {"name": "a"}, "spec": {"x": 2}});
+        stamp(&mut changed, Some(&relabelled), None);
+        assert_eq!(changed["metadata"]["generation"], 2);
+        let given = json!({"metadata": {"creationTimestamp": "2025-03-01T10:00:00Z"}});
+        let mut created_by_cluster = json!({"metadata": {"name": "b"}});
+        stamp(&mut created_by_cluster, None, Some(&given));
+        assert_eq!(
+            created_by_cluster["metadata"]["creationTimestamp"],
+            "2025-03-01T10:00:00Z"
+        );
+    }
 }

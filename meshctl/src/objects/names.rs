@@ -55,7 +55,7 @@ pub(super) fn parse_label_changes(
     Ok(parsed)
 }
 
-pub(super) fn is_label_word(s: &str) -> bool {
+fn is_label_word(s: &str) -> bool {
     let bytes = s.as_bytes();
     !s.is_empty()
         && s.len() <= 63
@@ -66,7 +66,7 @@ pub(super) fn is_label_word(s: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
-pub(super) fn check_label_key(key: &str) -> Result<(), String> {
+fn check_label_key(key: &str) -> Result<(), String> {
     let (prefix, name) = match key.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -85,10 +85,47 @@ pub(super) fn check_label_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn check_label_value(value: &str) -> Result<(), String> {
+fn check_label_value(value: &str) -> Result<(), String> {
     if value.is_empty() || is_label_word(value) {
         Ok(())
     } else {
         Err("a valid label must be an empty string or 63 characters or less, alphanumeric, '-', '_' or '.', and start and end with an alphanumeric character".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_and_namespace_names_follow_rfc_1123() {
+        assert!(is_object_name("web-0.v1"));
+        let long = "a".repeat(254);
+        for bad in ["", "Web", "-a", "a-", "../x", "a/b", long.as_str()] {
+            assert!(!is_object_name(bad), "{bad:?}");
+        }
+        assert!(is_dns_label("demo"));
+        assert!(!is_dns_label("a.b"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn label_changes_set_remove_and_refuse_what_the_api_server_refuses() {
+        let changes =
+            |c: &[&str]| parse_label_changes(&c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            changes(&["a=1", "example.com/b-", "c="]).unwrap(),
+            [
+                ("a".to_string(), Some("1".to_string())),
+                ("example.com/b".to_string(), None),
+                ("c".to_string(), Some(String::new())),
+            ]
+        );
+        assert!(changes(&[]).is_err());
+        let refused = |c: &[&str]| changes(c).unwrap_err();
+        assert!(refused(&["novalue"]).contains("invalid label spec"));
+        assert!(refused(&["a=1", "a-"]).contains("can not both"));
+        assert!(refused(&["Bad_Prefix/a=1"]).contains("prefix"));
+        assert!(refused(&["a=-x"]).contains("invalid label value"));
     }
 }

@@ -65,7 +65,7 @@ impl Resource {
     }
 }
 
-pub(super) fn with_group(name: String, group: &str) -> String {
+fn with_group(name: String, group: &str) -> String {
     if group.is_empty() {
         name
     } else {

@@ -121,7 +121,7 @@ pub(super) fn key_of(kind: Kind, value: &Value) -> ObjectKey {
     )
 }
 
-pub(super) fn builtin_namespace(name: &str) -> Value {
+fn builtin_namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 }
 
@@ -144,7 +144,7 @@ pub(super) fn load_file(path: &Path) -> Result<Option<Value>, ApiError> {
 }
 
 /// The entries of `dir`; none when it does not exist.
-pub(super) fn entries(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
+fn entries(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
     match std::fs::read_dir(dir) {
         Ok(e) => Ok(e.flatten().map(|e| e.path()).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -155,7 +155,7 @@ pub(super) fn entries(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
     }
 }
 
-pub(super) fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
+fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
     Ok(entries(dir)?
         .into_iter()
         .filter(|p| p.is_dir())
@@ -169,7 +169,7 @@ pub(super) fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
 
 /// The object files of one scope directory (the cluster directory's walk: temporary files are
 /// hidden and skipped); none when it does not exist.
-pub(super) fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ApiError> {
     let files = match cluster_dir::walk(dir, Depth::Flat) {
         Ok(files) => files,
         Err(e) if e.is_not_found() => return Ok(Vec::new()),
