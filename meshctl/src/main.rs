@@ -3,7 +3,6 @@
 mod demo;
 mod zc;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -336,7 +335,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ExitCode::SUCCESS
         }
         Cmd::Status => {
-            status(&home)?;
+            output::cluster_status(&home, &mut std::io::stdout())?;
             ExitCode::SUCCESS
         }
         Cmd::Apply { files, namespace } => {
@@ -543,53 +542,6 @@ fn require_cluster_files(home: &Home) -> Result<()> {
             "no local cluster at {}: start one with `sudo meshctl up` (or set --home)",
             home.dir.display()
         );
-    }
-    Ok(())
-}
-
-fn status(home: &Home) -> Result<()> {
-    let record =
-        home::Record::load(home)?.context("no local cluster: start one with `sudo meshctl up`")?;
-    let alive = home::supervisor_alive(home);
-    let mut out = std::io::stdout();
-    writeln!(
-        out,
-        "cluster: {} node(s), home {}, supervisor {}",
-        record.nodes,
-        home.dir.display(),
-        if alive {
-            "running"
-        } else {
-            "NOT RUNNING (`meshctl down`, then `meshctl up`)"
-        }
-    )?;
-    let Some(st) = home::Status::load(home) else {
-        return Ok(());
-    };
-    let rows: Vec<Vec<String>> = st
-        .components
-        .iter()
-        .map(|c| {
-            vec![
-                c.name.clone(),
-                c.state.clone(),
-                c.pid.map_or("-".into(), |p| p.to_string()),
-                c.restarts.to_string(),
-                c.last_exit.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    zc::table(
-        &mut out,
-        &["COMPONENT", "STATE", "PID", "RESTARTS", "LAST EXIT"],
-        &rows,
-    )?;
-    if st.components.iter().any(|c| c.restarts > 0) {
-        writeln!(
-            out,
-            "\nrestarts are logged in {} (`meshctl logs supervisor`)",
-            home.log("supervisor").display()
-        )?;
     }
     Ok(())
 }

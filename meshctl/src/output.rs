@@ -1,6 +1,7 @@
 //! `meshctl get`: objects printed the way kubectl prints them (table, wide, YAML, JSON, names),
 //! with the mesh's columns: who is enrolled in ambient, which waypoint a service uses, and what
-//! istiod-lite says about each policy (its status conditions).
+//! istiod-lite says about each policy (its status conditions); and `meshctl status`, the
+//! cluster's supervised processes.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,6 +14,9 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use anyhow::Context;
+
+use crate::cluster::home::{supervisor_alive, Home, Record, Status};
 use crate::objects::{labels_of, str_field, supported_resources, Api, Resource};
 
 /// `-o`: the kubectl output formats.
@@ -702,6 +706,54 @@ fn status_messages(item: &Value) -> String {
         .collect();
     messages.extend(staleness(item));
     messages.join("; ")
+}
+
+/// `meshctl status`: the cluster's record, whether its supervisor runs, and each supervised
+/// process (state, pid, restarts, last exit) from the supervisor's `status.json`.
+pub fn cluster_status(home: &Home, out: &mut dyn Write) -> anyhow::Result<()> {
+    let record =
+        Record::load(home)?.context("no local cluster: start one with `sudo meshctl up`")?;
+    let alive = supervisor_alive(home);
+    writeln!(
+        out,
+        "cluster: {} node(s), home {}, supervisor {}",
+        record.nodes,
+        home.dir.display(),
+        if alive {
+            "running"
+        } else {
+            "NOT RUNNING (`meshctl down`, then `meshctl up`)"
+        }
+    )?;
+    let Some(st) = Status::load(home) else {
+        return Ok(());
+    };
+    let rows: Vec<Vec<String>> = st
+        .components
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.state.clone(),
+                c.pid.map_or("-".into(), |p| p.to_string()),
+                c.restarts.to_string(),
+                c.last_exit.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut table = Table::new(&["COMPONENT", "STATE", "PID", "RESTARTS", "LAST EXIT"]);
+    for row in rows {
+        table.push(row);
+    }
+    table.write(out)?;
+    if st.components.iter().any(|c| c.restarts > 0) {
+        writeln!(
+            out,
+            "\nrestarts are logged in {} (`meshctl logs supervisor`)",
+            home.log("supervisor").display()
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

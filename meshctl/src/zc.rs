@@ -43,7 +43,7 @@ fn s(v: &Value) -> String {
 }
 
 /// Prints rows as aligned columns.
-pub fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut t = Table::new(header);
     for r in rows {
         t.push(r.clone());
