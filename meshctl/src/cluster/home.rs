@@ -7,12 +7,32 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use mesh_core::cluster_dir::{self, write_atomic};
+use mesh_core::cluster_dir::{self, write_atomic, ClusterDirError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::underlay::Addressing;
+
+/// A record that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("{} is damaged; `meshctl down` removes the cluster", path.display())]
+    Damaged {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] ClusterDirError),
+    #[error("encoding a record")]
+    Encode(#[from] serde_json::Error),
+    #[error("locating meshctl's binary")]
+    Exe(#[source] std::io::Error),
+}
 
 pub const MAX_NODES: u8 = 8;
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -110,20 +130,19 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn load(home: &Home) -> Result<Option<Record>> {
-        match std::fs::read(home.record()) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{} is damaged; `meshctl down` removes the cluster",
-                    home.record().display()
-                )
-            })?)),
+    /// The record, or `None` when there is no cluster.
+    pub fn load(home: &Home) -> Result<Option<Record>, HomeError> {
+        let path = home.record();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| HomeError::Damaged { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", home.record().display())),
+            Err(source) => Err(HomeError::Read { path, source }),
         }
     }
 
-    pub fn save(&self, home: &Home) -> Result<()> {
+    pub fn save(&self, home: &Home) -> Result<(), HomeError> {
         Ok(write_atomic(
             &home.record(),
             &serde_json::to_vec_pretty(self)?,
@@ -168,7 +187,7 @@ impl PodRecord {
         out
     }
 
-    pub fn save(&self, home: &Home) -> Result<()> {
+    pub fn save(&self, home: &Home) -> Result<(), HomeError> {
         Ok(write_atomic(
             &Self::path(home, &self.namespace, &self.name),
             &serde_json::to_vec_pretty(self)?,
@@ -244,7 +263,68 @@ pub fn supervisor_alive(home: &Home) -> bool {
 }
 
 /// The directory of meshctl's own binary, where the other binaries are built or installed.
-pub fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating meshctl's binary")?;
+pub fn bin_dir() -> Result<PathBuf, HomeError> {
+    let exe = std::env::current_exe().map_err(HomeError::Exe)?;
     Ok(exe.parent().unwrap_or(Path::new("/")).to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home() -> (tempfile::TempDir, Home) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home {
+            dir: dir.path().to_path_buf(),
+        };
+        (dir, home)
+    }
+
+    #[test]
+    fn the_cluster_record_round_trips_and_a_damaged_one_says_how_to_recover() {
+        let (_dir, home) = home();
+        assert!(Record::load(&home).unwrap().is_none());
+        let record = Record {
+            nodes: 2,
+            bins: "/opt/mesh".into(),
+            mounted_bpffs: true,
+        };
+        record.save(&home).unwrap();
+        let loaded = Record::load(&home).unwrap().unwrap();
+        assert_eq!((loaded.nodes, loaded.mounted_bpffs), (2, true));
+        std::fs::write(home.record(), "{not json").unwrap();
+        let e = Record::load(&home).unwrap_err();
+        assert!(matches!(e, HomeError::Damaged { .. }));
+        assert!(e
+            .to_string()
+            .ends_with("is damaged; `meshctl down` removes the cluster"));
+    }
+
+    #[test]
+    fn pod_records_are_listed_by_namespace_and_name() {
+        let (_dir, home) = home();
+        for (ns, name) in [("b", "x"), ("a", "z"), ("a", "y")] {
+            PodRecord {
+                namespace: ns.into(),
+                name: name.into(),
+                node: 1,
+                netns: format!("mc-{ns}_{name}"),
+                container_id: format!("mc-{ns}_{name}"),
+                ip: String::new(),
+                command: vec!["true".into()],
+                cni_result: Value::Null,
+            }
+            .save(&home)
+            .unwrap();
+        }
+        let listed: Vec<String> = PodRecord::list(&home)
+            .iter()
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
+        assert_eq!(listed, ["a/y", "a/z", "b/x"]);
+        assert_eq!(
+            PodRecord::load(&home, "a", "z").unwrap().component(),
+            "pod/a/z"
+        );
+    }
 }

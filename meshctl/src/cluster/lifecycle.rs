@@ -1,5 +1,9 @@
 //! `up` and `down`: a local cluster made from the parts below (the home's records, the
 //! underlay, the supervisor), and removed by the names recorded before they were made.
+//!
+//! Errors here are `anyhow` errors on purpose for now: these are the commands' bodies, whose
+//! errors only reach the person at the terminal, and they pass on the object API's errors,
+//! which are `anyhow` too. The layers below (host, underlay, home, supervisor) are typed.
 
 use std::io::Read;
 use std::path::Path;

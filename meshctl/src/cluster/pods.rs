@@ -6,6 +6,10 @@
 //!
 //! Each pod has a record (`home::PodRecord`): what the supervisor runs and what `delete` and
 //! `down` undo (CNI DEL in reverse order with the cached result).
+//!
+//! Errors here are `anyhow` errors on purpose for now: these are the commands' bodies, whose
+//! errors only reach the person at the terminal, and they pass on the object API's errors,
+//! which are `anyhow` too. The layers below (host, underlay, home, supervisor) are typed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -131,7 +135,7 @@ pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<()> {
         pod["status"] = json!({"phase": "Running", "podIP": rec.ip, "podIPs": [{"ip": rec.ip}],
             "containerStatuses": [{"name": name, "ready": true, "restartCount": 0}]});
         api.put(pod.clone())?;
-        rec.save(home)
+        Ok(rec.save(home)?)
     })();
     if let Err(e) = made {
         teardown(home, &rec);

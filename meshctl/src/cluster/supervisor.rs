@@ -13,14 +13,35 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
-use mesh_core::cluster_dir::write_atomic;
+use mesh_core::cluster_dir::{write_atomic, ClusterDirError};
 
 use super::home::{
     node_name, node_netns, pin_root, supervisor_alive, underlay_ip, xds_address, ComponentStatus,
-    Home, PodRecord, Record, Status,
+    Home, HomeError, PodRecord, Record, Status,
 };
-use super::host::{netns_path, wait_for};
+use super::host::{netns_path, wait_for, Timeout};
+
+/// Why the supervisor could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("locating meshctl's binary")]
+    Exe(#[source] std::io::Error),
+    #[error("creating {}", path.display())]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting the supervisor")]
+    Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    NotReady(#[from] Timeout<String>),
+    #[error("no cluster record: `meshctl up` makes one")]
+    NoRecord,
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Write(#[from] ClusterDirError),
+}
 
 const TICK: Duration = Duration::from_millis(200);
 const FIRST_DELAY: Duration = Duration::from_secs(1);
@@ -49,22 +70,26 @@ struct Process {
 }
 
 /// Starts the supervisor in the background and waits until it has written its pid.
-pub fn start_daemon(home: &Home) -> Result<()> {
-    let exe = std::env::current_exe().context("locating meshctl's binary")?;
+pub fn start_daemon(home: &Home) -> Result<(), SupervisorError> {
+    let exe = std::env::current_exe().map_err(SupervisorError::Exe)?;
     let _ = std::fs::remove_file(home.stop_file());
-    let log = std::fs::File::create(home.log("supervisor"))
-        .with_context(|| format!("creating {}", home.log("supervisor").display()))?;
+    let path = home.log("supervisor");
+    let log_failed = |source| SupervisorError::Log {
+        path: path.clone(),
+        source,
+    };
+    let log = std::fs::File::create(&path).map_err(log_failed)?;
     let child = Command::new(exe)
         .arg("--home")
         .arg(&home.dir)
         .arg("supervise")
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
+        .stdout(log.try_clone().map_err(log_failed)?)
         .stderr(log)
         // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach it.
         .process_group(0)
         .spawn()
-        .context("starting the supervisor")?;
+        .map_err(SupervisorError::Spawn)?;
     let pid = child.id();
     // The supervisor outlives us; its exit status is collected by init.
     drop(child);
@@ -228,8 +253,8 @@ fn spawn(spec: &Spec) -> std::io::Result<Child> {
 }
 
 /// The supervisor's loop (`meshctl supervise`); returns when told to stop.
-pub fn run(home: &Home) -> Result<()> {
-    let record = Record::load(home)?.context("no cluster record: `meshctl up` makes one")?;
+pub fn run(home: &Home) -> Result<(), SupervisorError> {
+    let record = Record::load(home)?.ok_or(SupervisorError::NoRecord)?;
     write_atomic(
         &home.supervisor_pid(),
         std::process::id().to_string().as_bytes(),
