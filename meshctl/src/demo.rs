@@ -76,7 +76,7 @@ fn indent(text: &str) {
 
 /// A request from the client pod to the echo service; exit code and output.
 fn request(home: &Home) -> Result<(i32, String)> {
-    pods::exec_capture(
+    Ok(pods::exec_capture(
         home,
         NAMESPACE,
         "client",
@@ -87,7 +87,7 @@ fn request(home: &Home) -> Result<(i32, String)> {
             "--timeout",
             "3s",
         ],
-    )
+    )?)
 }
 
 pub fn run(home: &Home, api: &Api, tour: bool) -> Result<()> {

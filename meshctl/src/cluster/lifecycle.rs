@@ -1,27 +1,68 @@
 //! `up` and `down`: a local cluster made from the parts below (the home's records, the
 //! underlay, the supervisor), and removed by the names recorded before they were made.
-//!
-//! Errors here are `anyhow` errors on purpose for now: these are the commands' bodies, whose
-//! errors only reach the person at the terminal, and they pass on the object API's errors,
-//! which are `anyhow` too. The layers below (host, underlay, home, supervisor) are typed.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use mesh_core::cluster_dir::write_atomic;
+use mesh_core::cluster_dir::{write_atomic, ClusterDirError};
 
+use super::home::HomeError;
 use super::home::{
     bin_dir, node_name, node_netns, pin_root, supervisor_alive, Home, PodRecord, Record,
     ADDRESSING, BPFFS, CNI_BIN, MAX_NODES, PIN_BASE, UNDERLAY_BRIDGE,
 };
-use super::host::{kill_netns_processes, netns_path, ready, require_root, run, wait_for};
+use super::host::{
+    kill_netns_processes, netns_path, ready, require_root, run, wait_for, HostError, Timeout,
+};
+use super::supervisor::SupervisorError;
 use super::underlay::Underlay;
 use super::{pods, supervisor};
+
+/// Why `up` or `down` did not finish; each says what to do where there is something to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("--nodes must be between 1 and {MAX_NODES}")]
+    Nodes,
+    #[error("a local cluster with {existing} node(s) is already up; `meshctl down` first to make one with {wanted}")]
+    AlreadyUp { existing: u8, wanted: u8 },
+    #[error("missing: {}", .0.join("; "))]
+    Missing(Vec<String>),
+    #[error(
+        "network namespace {0} exists but is not this cluster's; remove it (ip netns del {0}) \
+             or use the home of the cluster that made it (--home)"
+    )]
+    ForeignNetns(String),
+    #[error("creating {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("mounting bpffs at /sys/fs/bpf")]
+    Mount(#[source] HostError),
+    #[error("see {}", log.display())]
+    NotReady {
+        log: PathBuf,
+        source: Timeout<String>,
+    },
+    #[error("removing {}", path.display())]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Write(#[from] ClusterDirError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
 /// Checks what `up` needs and says how to get what is missing.
-fn prerequisites(bins: &Path) -> Result<()> {
+fn prerequisites(bins: &Path) -> Result<(), LifecycleError> {
     let mut missing = Vec::new();
     if Command::new("ip").arg("-V").output().is_err() {
         missing.push("`ip` (apt-get install iproute2)".to_string());
@@ -45,7 +86,7 @@ fn prerequisites(bins: &Path) -> Result<()> {
         }
     }
     if !missing.is_empty() {
-        bail!("missing: {}", missing.join("; "));
+        return Err(LifecycleError::Missing(missing));
     }
     Ok(())
 }
@@ -74,18 +115,18 @@ impl Progress {
 }
 
 /// Creates the cluster, or says it exists. A failure part way removes what was made.
-pub fn up(home: &Home, nodes: u8, quiet: bool) -> Result<()> {
+pub fn up(home: &Home, nodes: u8, quiet: bool) -> Result<(), LifecycleError> {
     require_root("meshctl up")?;
     if !(1..=MAX_NODES).contains(&nodes) {
-        bail!("--nodes must be between 1 and {MAX_NODES}");
+        return Err(LifecycleError::Nodes);
     }
     if let Some(existing) = Record::load(home)? {
         if supervisor_alive(home) {
             if existing.nodes != nodes {
-                bail!(
-                    "a local cluster with {} node(s) is already up; `meshctl down` first to make one with {nodes}",
-                    existing.nodes
-                );
+                return Err(LifecycleError::AlreadyUp {
+                    existing: existing.nodes,
+                    wanted: nodes,
+                });
             }
             eprintln!(
                 "the local cluster is already up ({} node(s)); nothing to do",
@@ -102,11 +143,7 @@ pub fn up(home: &Home, nodes: u8, quiet: bool) -> Result<()> {
     // namespace someone else made must survive that.
     for i in 1..=nodes {
         if netns_path(&node_netns(i)).exists() {
-            bail!(
-                "network namespace {} exists but is not this cluster's; remove it (ip netns del {0}) \
-                 or use the home of the cluster that made it (--home)",
-                node_netns(i)
-            );
+            return Err(LifecycleError::ForeignNetns(node_netns(i)));
         }
     }
     let mut progress = Progress::new(5, quiet);
@@ -119,14 +156,20 @@ pub fn up(home: &Home, nodes: u8, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn create(home: &Home, nodes: u8, bins: &Path, progress: &mut Progress) -> Result<()> {
+fn create(
+    home: &Home,
+    nodes: u8,
+    bins: &Path,
+    progress: &mut Progress,
+) -> Result<(), LifecycleError> {
     for dir in [
         home.config_dir(),
         home.istiod_dir(),
         home.logs(),
         home.pods_dir(),
     ] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| LifecycleError::CreateDir { path: dir, source })?;
     }
     let mounted_bpffs = !mesh_bpf::bpffs::is_bpffs(Path::new(BPFFS)).unwrap_or(false);
     let record = Record {
@@ -136,7 +179,7 @@ fn create(home: &Home, nodes: u8, bins: &Path, progress: &mut Progress) -> Resul
     };
     record.save(home)?;
     if mounted_bpffs {
-        run("mount", &["-t", "bpf", "bpf", BPFFS]).context("mounting bpffs at /sys/fs/bpf")?;
+        run("mount", &["-t", "bpf", "bpf", BPFFS]).map_err(LifecycleError::Mount)?;
     }
 
     progress.step(&format!(
@@ -173,7 +216,10 @@ fn create(home: &Home, nodes: u8, bins: &Path, progress: &mut Progress) -> Resul
     wait_for("istiod-lite ready", Duration::from_secs(30), || {
         ready(&node_netns(1), "127.0.0.1:15014", "/ready")
     })
-    .with_context(|| format!("see {}", home.log("istiod-lite").display()))?;
+    .map_err(|source| LifecycleError::NotReady {
+        log: home.log("istiod-lite"),
+        source,
+    })?;
 
     progress.step("waiting for every ztunnel to be ready");
     for i in 1..=nodes {
@@ -182,11 +228,9 @@ fn create(home: &Home, nodes: u8, bins: &Path, progress: &mut Progress) -> Resul
             Duration::from_secs(30),
             || ready(&node_netns(i), "127.0.0.1:15021", "/healthz/ready"),
         )
-        .with_context(|| {
-            format!(
-                "see {}",
-                home.log(&format!("ztunnel-{}", node_name(i))).display()
-            )
+        .map_err(|source| LifecycleError::NotReady {
+            log: home.log(&format!("ztunnel-{}", node_name(i))),
+            source,
         })?;
     }
     Ok(())
@@ -202,7 +246,7 @@ fn random_hex() -> String {
 
 /// Removes the cluster: supervisor and every process, pods (CNI DEL), namespaces, pins, files.
 /// Nothing there is not an error.
-pub fn down(home: &Home, quiet: bool) -> Result<()> {
+pub fn down(home: &Home, quiet: bool) -> Result<(), LifecycleError> {
     require_root("meshctl down")?;
     let record = Record::load(home).unwrap_or(None);
     let say = |s: &str| {
@@ -248,8 +292,10 @@ pub fn down(home: &Home, quiet: bool) -> Result<()> {
         let _ = run("umount", &[BPFFS]);
     }
     if home.dir.exists() {
-        std::fs::remove_dir_all(&home.dir)
-            .with_context(|| format!("removing {}", home.dir.display()))?;
+        std::fs::remove_dir_all(&home.dir).map_err(|source| LifecycleError::Remove {
+            path: home.dir.clone(),
+            source,
+        })?;
     }
     say(&format!("removed {}", home.dir.display()));
     Ok(())
