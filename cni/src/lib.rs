@@ -21,6 +21,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use mesh_bpf::{PinDir, PodSpec};
+use mesh_core::cluster_dir::{self, Depth};
 use mesh_core::k8s::{is_enrolled, Namespace, Object, Pod};
 use mesh_core::node::{self, NodePaths, PodRecord, Request};
 use serde::Deserialize;
@@ -185,59 +186,47 @@ fn prev_result(conf: &NetConf) -> Result<Value, CniError> {
     Ok(prev)
 }
 
-/// The pod and its namespace, from the cluster's YAML objects.
+/// The pod and its namespace, from the cluster directory (its walk and parser,
+/// `mesh_core::cluster_dir`). A file or document that cannot be read is said on stderr with its
+/// file and reason and skipped; the rest still counts, so one bad file elsewhere in the
+/// directory cannot decide whether this pod is captured.
 fn lookup(dir: &Path, namespace: &str, name: &str) -> (Option<Pod>, Option<Namespace>) {
-    let mut files = Vec::new();
-    collect_yaml(dir, &mut files);
+    let files = match cluster_dir::walk(dir, Depth::Recursive) {
+        Ok(files) => files,
+        Err(e) => {
+            warn(&format!(
+                "{e}; pod {namespace}/{name} is looked up in nothing"
+            ));
+            Vec::new()
+        }
+    };
     let (mut pod, mut ns) = (None, None);
     for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        for doc in serde_norway::Deserializer::from_str(&text) {
-            let Ok(value) = Value::deserialize(doc) else {
-                break;
-            };
-            let names = (
-                value.pointer("/kind").and_then(Value::as_str),
-                value.pointer("/metadata/name").and_then(Value::as_str),
-            );
-            let wanted = match names {
-                (Some("Pod"), Some(n)) => n == name,
-                (Some("Namespace"), Some(n)) => n == namespace,
-                _ => false,
-            };
-            if !wanted {
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                warn(&format!("skipping {}: {e}", file.display()));
                 continue;
             }
-            match Object::from_value(value) {
-                Ok(Object::Pod(p)) if p.metadata.namespace.as_deref() == Some(namespace) => {
+        };
+        let parsed = cluster_dir::parse_bytes(&file.display().to_string(), &bytes);
+        for rejection in &parsed.rejections {
+            warn(&format!("skipping a document: {rejection}"));
+        }
+        for object in parsed.objects {
+            match object {
+                Object::Pod(p)
+                    if p.metadata.name == name
+                        && p.metadata.namespace.as_deref() == Some(namespace) =>
+                {
                     pod = Some(p)
                 }
-                Ok(Object::Namespace(n)) => ns = Some(n),
+                Object::Namespace(n) if n.metadata.name == namespace => ns = Some(n),
                 _ => {}
             }
         }
     }
     (pod, ns)
-}
-
-fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            collect_yaml(&path, out);
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        {
-            out.push(path);
-        }
-    }
 }
 
 fn warn(msg: &str) {
@@ -467,5 +456,29 @@ mod tests {
         assert!(!is_enrolled(&pod, ns.as_ref()), "the pod opted out");
         assert!(is_enrolled(&Pod::default(), ns.as_ref()));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_document_is_skipped_and_the_rest_of_the_file_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        // A document that is YAML but not an object (a list as a key), then the pod: the pod
+        // must still be found (reading used to stop at the bad document). A file that is not
+        // YAML at all must not hide the namespace in the next file either.
+        std::fs::write(
+            dir.path().join("a-pods.yaml"),
+            "{[1, 2]: x}\n---\napiVersion: v1\nkind: Pod\n\
+             metadata: {name: web-0, namespace: demo, labels: {istio.io/dataplane-mode: none}}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("b-broken.yaml"), "kind: [unclosed\n").unwrap();
+        std::fs::write(
+            dir.path().join("c-ns.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo, labels: {istio.io/dataplane-mode: ambient}}\n",
+        )
+        .unwrap();
+        let (pod, ns) = lookup(dir.path(), "demo", "web-0");
+        assert!(ns.is_some(), "the namespace after the broken file is read");
+        let pod = pod.expect("the pod after the bad document is read");
+        assert!(!is_enrolled(&pod, ns.as_ref()), "its opt-out label counts");
     }
 }

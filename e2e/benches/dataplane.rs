@@ -445,15 +445,7 @@ fn main() {
         eventually(
             &format!("{} path serving", path.label),
             Duration::from_secs(30),
-            || {
-                http_get(&netns, &path.http, "/bench").and_then(|r| {
-                    if r.split_whitespace().nth(1) == Some("200") {
-                        Ok(())
-                    } else {
-                        Err(r)
-                    }
-                })
-            },
+            || ready(&netns, &path.http, "/bench"),
         );
     }
 

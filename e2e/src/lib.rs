@@ -12,12 +12,13 @@
 //! Everything is removed by exact name when [`Cluster`] drops, also after a failed check; the
 //! logs of every process are printed then if the test panicked.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use meshctl::cluster::host::{http_get, netns_path, ready, Response};
+use meshctl::cluster::underlay::{Addressing, Underlay};
 use meshctl::cni::{Chain, NodeNetwork, Sandbox};
 use serde_json::Value;
 
@@ -25,6 +26,11 @@ pub const PIN_BASE: &str = "/sys/fs/bpf/mse";
 const BPFFS: &str = "/sys/fs/bpf";
 const CNI_BIN: &str = "/usr/lib/cni";
 const NETWORK: &str = "mse-net";
+/// Not meshctl's addresses, so a meshctl cluster and this one can run at once.
+pub const ADDRESSING: Addressing = Addressing {
+    underlay: [192, 168, 251],
+    pods: [10, 251],
+};
 
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0])
@@ -63,10 +69,6 @@ pub fn bin_dir() -> PathBuf {
         );
     }
     dir.to_path_buf()
-}
-
-pub fn netns_path(name: &str) -> PathBuf {
-    Path::new("/run/netns").join(name)
 }
 
 pub struct Node {
@@ -153,7 +155,7 @@ impl Cluster {
                 name: format!("node{i}"),
                 index: i,
                 netns: format!("mse-node{i}"),
-                underlay_ip: Ipv4Addr::new(192, 168, 251, i),
+                underlay_ip: ADDRESSING.node_ip(i),
                 ztunnel: None,
             });
             sh(&["ip", "netns", "add", &format!("mse-node{i}")]);
@@ -176,57 +178,14 @@ impl Cluster {
 
     fn underlay(&self) {
         // A veth per node into node 1 would need a switch; a bridge in node 1 is the switch.
-        let hub = &self.nodes[0].netns;
-        sh(&["ip", "-n", hub, "link", "add", "ul-br", "type", "bridge"]);
-        sh(&["ip", "-n", hub, "link", "set", "ul-br", "up"]);
-        for node in &self.nodes {
-            let ns = &node.netns;
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ]);
-            let port = format!("ul-p{}", node.index);
-            sh(&[
-                "ip", "-n", hub, "link", "add", &port, "type", "veth", "peer", "name", "ul0",
-                "netns", ns,
-            ]);
-            sh(&[
-                "ip", "-n", hub, "link", "set", &port, "master", "ul-br", "up",
-            ]);
-            sh(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", node.underlay_ip),
-                "dev",
-                "ul0",
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", "ul0", "up"]);
+        let netns: Vec<String> = self.nodes.iter().map(|n| n.netns.clone()).collect();
+        Underlay {
+            bridge: "ul-br",
+            nodes: &netns,
+            addressing: ADDRESSING,
         }
-        for node in &self.nodes {
-            for other in &self.nodes {
-                if other.index != node.index {
-                    sh(&[
-                        "ip",
-                        "-n",
-                        &node.netns,
-                        "route",
-                        "add",
-                        &format!("10.251.{}.0/24", other.index),
-                        "via",
-                        &other.underlay_ip.to_string(),
-                    ]);
-                }
-            }
-        }
+        .create()
+        .unwrap_or_else(|e| panic!("underlay: {e}"));
     }
 
     fn spawn_in(&self, netns: &str, log: &str, program: &Path, args: &[String]) -> Child {
@@ -265,7 +224,7 @@ impl Cluster {
         let ns = self.nodes[0].netns.clone();
         eventually("istiod-lite ready", Duration::from_secs(30), || {
             self.check_alive();
-            http_get(&ns, "127.0.0.1:15014", "/ready").and_then(ok_200)
+            ready(&ns, "127.0.0.1:15014", "/ready")
         });
     }
 
@@ -302,7 +261,7 @@ impl Cluster {
         let ns = self.nodes[i].netns.clone();
         eventually("ztunnel ready", Duration::from_secs(30), || {
             self.check_alive();
-            http_get(&ns, "127.0.0.1:15021", "/healthz/ready").and_then(ok_200)
+            ready(&ns, "127.0.0.1:15021", "/healthz/ready")
         });
     }
 
@@ -335,9 +294,8 @@ impl Cluster {
     /// Writes `config/<file>` (istiod-lite picks it up).
     pub fn apply(&self, file: &str, yaml: &str) {
         let path = self.config_dir().join(file);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
+        mesh_core::cluster_dir::write_atomic(&path, yaml.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn delete(&self, file: &str) {
@@ -398,7 +356,7 @@ impl Cluster {
         let n = &self.nodes[node];
         Chain::local_cluster(NodeNetwork {
             network: NETWORK,
-            subnet: &format!("10.251.{}.0/24", n.index),
+            subnet: &ADDRESSING.pod_subnet(n.index),
             ipam_dir: &self.dir.join("ipam").join(&n.name),
             run_dir: &self.run_dir(node),
             pin_root: &n.pin_root(),
@@ -512,9 +470,12 @@ impl Cluster {
         .to_string()
     }
 
-    /// An HTTP GET to a port inside node `i`'s netns (admin, metrics, readiness).
+    /// The body of a 200 from a port inside node `i`'s netns (admin, metrics); otherwise the
+    /// status or the failure.
     pub fn node_get(&self, i: usize, addr: &str, path: &str) -> Result<String, String> {
         http_get(&self.nodes[i].netns, addr, path)
+            .map_err(|e| e.to_string())?
+            .ok()
     }
 
     /// A netns the test creates besides nodes and pods, removed with the cluster.
@@ -599,32 +560,6 @@ impl Drop for Cluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn ok_200(response: String) -> Result<String, String> {
-    if response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200") {
-        Ok(response)
-    } else {
-        Err(response.lines().next().unwrap_or("").to_string())
-    }
-}
-
-/// A plain HTTP/1.0 GET from inside the netns `netns`; returns the whole response.
-pub fn http_get(netns: &str, addr: &str, path: &str) -> Result<String, String> {
-    let (addr, path) = (addr.to_string(), path.to_string());
-    mesh_bpf::netns::run_in(&netns_path(netns), move || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(
-            &addr.parse().map_err(std::io::Error::other)?,
-            Duration::from_secs(2),
-        )?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
 }
 
 /// The value of the Prometheus sample `name{...}` whose labels include all of `labels`, summed

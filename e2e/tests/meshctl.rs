@@ -261,7 +261,10 @@ fn meshctl_end_to_end() {
         body.contains(&shopper_ip),
         "the server saw the client pod's IP: {body}"
     );
-    let metrics = http_get("mc-node2", "127.0.0.1:15020", "/metrics").unwrap();
+    let metrics = http_get("mc-node2", "127.0.0.1:15020", "/metrics")
+        .unwrap()
+        .ok()
+        .unwrap();
     assert!(
         metric(
             &metrics,

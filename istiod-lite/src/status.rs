@@ -2,7 +2,8 @@
 //! condition's status is unchanged) and `observedGeneration`, published for readers.
 //!
 //! Without Kubernetes, status lives in a directory, one YAML file per object at
-//! `<status-dir>/<kind>/<namespace>/<name>.yaml` shaped like the object's `status` in
+//! `<status-dir>/<kind>/<namespace>/<name>.yaml` (the cluster directory's layout,
+//! `mesh_core::cluster_dir::status_path`) shaped like the object's `status` in
 //! `kubectl get -o yaml`, and on the monitoring port at `/debug/status` (JSON). Files of objects
 //! that no longer exist are removed. With Kubernetes, the same conditions would be written to
 //! the objects' status subresource.
@@ -10,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use mesh_core::cluster_dir::{self, Depth};
 use mesh_core::k8s::{Kind, ObjectKey};
 use serde::Serialize;
 
@@ -87,25 +89,14 @@ impl StatusFiles {
             remove_status(path);
         }
         if let Some((dir, keep)) = self.sweep {
-            let mut found = Vec::new();
-            collect_yaml(&dir, &mut found);
-            for path in found.into_iter().filter(|p| !keep.contains(p)) {
+            // Nothing to sweep when no status was ever written.
+            let found = cluster_dir::walk(&dir, Depth::Recursive).unwrap_or_default();
+            let stale = found
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !keep.contains(p));
+            for path in stale {
                 remove_status(&path);
             }
-        }
-    }
-}
-
-fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_yaml(&path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml") {
-            out.push(path);
         }
     }
 }
@@ -144,9 +135,7 @@ impl StatusBook {
     }
 
     fn path(dir: &Path, key: &ObjectKey) -> PathBuf {
-        dir.join(key.kind.as_str().to_ascii_lowercase())
-            .join(&key.namespace)
-            .join(format!("{}.yaml", key.name))
+        cluster_dir::status_path(dir, key)
     }
 
     /// Applies the statuses of a new translation. Says in the log, once per change, when an
@@ -231,18 +220,14 @@ fn object_generation(snapshot: &Snapshot, key: &ObjectKey) -> Option<i64> {
     }
 }
 
-/// Writes through a temporary file and a rename, so readers never see half a file.
+/// Writes atomically ([`cluster_dir::write_atomic`]), so readers never see half a file.
 fn write_status(path: &Path, status: &ObjectStatus) {
-    let result = (|| -> std::io::Result<()> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let text = serde_norway::to_string(status).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("yaml.tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
+    let written = serde_norway::to_string(status)
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            cluster_dir::write_atomic(path, text.as_bytes()).map_err(|e| e.to_string())
+        });
+    if let Err(e) = written {
         tracing::warn!(file = %path.display(), error = %e, "cannot write status file");
     }
 }

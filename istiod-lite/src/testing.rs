@@ -148,9 +148,8 @@ impl Harness {
 
 /// Writes `path` through a rename, so a watcher never reads half a file.
 pub fn write_atomic(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
-    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    mesh_core::cluster_dir::write_atomic(path, text.as_bytes())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// A minimal HTTP/1.1 GET: the status code (0 if there is none) and the body.

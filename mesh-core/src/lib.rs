@@ -1,11 +1,13 @@
 //! Library shared by the mesh binaries: the wire protos, SPIFFE identities, the Kubernetes object
-//! model that every config source produces, the TLS settings both ends of a connection agree on,
-//! and the plumbing every proxy shares: the control-plane channel, the delta-xDS client, the
-//! identity manager (certificates from the CA) and the plain HTTP ports.
+//! model that every config source produces, the cluster directory (the local cluster's API), the
+//! TLS settings both ends of a connection agree on, and the plumbing every proxy shares: the
+//! control-plane channel, the delta-xDS client, the identity manager (certificates from the CA)
+//! and the plain HTTP ports.
 
 #![forbid(unsafe_code)]
 
 pub mod admin_port;
+pub mod cluster_dir;
 pub mod control_plane;
 pub mod hbone;
 pub mod identity;

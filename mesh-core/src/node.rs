@@ -89,14 +89,12 @@ pub fn valid_container_id(id: &str) -> bool {
         && !id.starts_with('.')
 }
 
-/// Writes a record atomically (temporary file, then rename).
+/// Writes a record atomically ([`crate::cluster_dir::write_atomic`]: ztunnel never reads half
+/// a record, and its hidden temporary file is not a `*.json` record).
 pub fn write_record(paths: &NodePaths, record: &PodRecord) -> std::io::Result<()> {
-    std::fs::create_dir_all(paths.records())?;
     let path = paths.record(&record.container_id);
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)
+    crate::cluster_dir::write_atomic(&path, &text).map_err(std::io::Error::other)
 }
 
 pub fn read_record(path: &Path) -> Result<PodRecord, String> {

@@ -12,8 +12,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use mesh_core::k8s::Kind;
 
-use crate::cluster::{self, node_netns, Home};
-use crate::pods::{self, PodRecord};
+use mesh_core::cluster_dir;
+use mesh_core::k8s::ObjectKey;
+use meshctl::cluster::home::{node_netns, supervisor_alive, Home, PodRecord, Record};
+use meshctl::cluster::host::{http_get, require_root, wait_for};
+use meshctl::cluster::{self, pods};
 use meshctl::objects::Api;
 
 const NAMESPACE: &str = "demo";
@@ -73,7 +76,7 @@ fn indent(text: &str) {
 
 /// A request from the client pod to the echo service; exit code and output.
 fn request(home: &Home) -> Result<(i32, String)> {
-    pods::exec_capture(
+    Ok(pods::exec_capture(
         home,
         NAMESPACE,
         "client",
@@ -84,16 +87,16 @@ fn request(home: &Home) -> Result<(i32, String)> {
             "--timeout",
             "3s",
         ],
-    )
+    )?)
 }
 
 pub fn run(home: &Home, api: &Api, tour: bool) -> Result<()> {
-    cluster::require_root("demo")?;
-    if !cluster::supervisor_alive(home) {
+    require_root("meshctl demo")?;
+    if !supervisor_alive(home) {
         say("No local cluster is running; starting one (meshctl up --nodes 2).");
         cluster::up(home, 2, false)?;
     }
-    let record = cluster::Record::load(home)?.context("no cluster record")?;
+    let record = Record::load(home)?.context("no cluster record")?;
     deploy(home, api, record.nodes)?;
     if tour {
         walk(home, api)?;
@@ -157,7 +160,7 @@ fn deploy(home: &Home, api: &Api, nodes: u8) -> Result<()> {
         )?;
     }
     // The app is ready when the client gets an answer through the mesh.
-    cluster::wait_for(
+    wait_for(
         "the echo service to answer the client",
         Duration::from_secs(30),
         || match request(home)? {
@@ -202,8 +205,9 @@ fn walk(home: &Home, api: &Api) -> Result<()> {
     say("  HBONE (HTTP/2 CONNECT in mTLS, port 15008) to the server's ztunnel. Its metrics:");
     shell("meshctl zc workloads   # and the metrics at 127.0.0.1:15020/metrics in each node");
     for node in 1..=2u8 {
-        let Ok((200, metrics)) =
-            cluster::http_get(&node_netns(node), "127.0.0.1:15020", "/metrics")
+        let Ok(metrics) = http_get(&node_netns(node), "127.0.0.1:15020", "/metrics")
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.ok())
         else {
             continue;
         };
@@ -233,7 +237,7 @@ fn walk(home: &Home, api: &Api) -> Result<()> {
     shell("meshctl apply -f deny-client.yaml");
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     api.apply_text("deny-client.yaml", DENY, None, &mut out, &mut err)?;
-    let denied = cluster::wait_for(
+    let denied = wait_for(
         "the policy to deny",
         Duration::from_secs(20),
         || match request(home)? {
@@ -247,19 +251,22 @@ fn walk(home: &Home, api: &Api) -> Result<()> {
     indent(denied.trim());
     say("\n  Its status says where it is enforced:");
     shell("meshctl get authorizationpolicy -n demo -o wide");
-    let _ = crate::cluster::wait_for("the policy's status", Duration::from_secs(10), || match api
-        .read(Kind::AuthorizationPolicy, NAMESPACE, "deny-client")?
-    {
-        Some(_)
-            if home
-                .status_dir()
-                .join("authorizationpolicy/demo/deny-client.yaml")
+    let _ = wait_for(
+        "the policy's status",
+        Duration::from_secs(10),
+        || match api.read(Kind::AuthorizationPolicy, NAMESPACE, "deny-client")? {
+            Some(_)
+                if cluster_dir::status_path(
+                    &home.status_dir(),
+                    &ObjectKey::new(Kind::AuthorizationPolicy, NAMESPACE, "deny-client"),
+                )
                 .exists() =>
-        {
-            Ok(())
-        }
-        _ => bail!("no status yet"),
-    });
+            {
+                Ok(())
+            }
+            _ => bail!("no status yet"),
+        },
+    );
     meshctl_get_ap(api)?;
     say("\n  The denial is counted (istio_tcp_connections_failed_total{response_flags=\"DENY\"})");
     say("  and logged by the ztunnel of the echo pod that refused it (both nodes run one):");
@@ -274,7 +281,7 @@ fn walk(home: &Home, api: &Api) -> Result<()> {
         &mut out,
         &mut err,
     )?;
-    cluster::wait_for(
+    wait_for(
         "the client to be allowed again",
         Duration::from_secs(20),
         || match request(home)? {

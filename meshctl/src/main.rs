@@ -1,22 +1,18 @@
 //! `meshctl`: run the mesh on one Linux machine and talk to it like kubectl and istioctl.
 
-mod cluster;
 mod demo;
-mod pods;
-mod supervisor;
 mod zc;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use meshctl::cluster::home::{self, Home};
+use meshctl::cluster::{self, pods, supervisor};
 use meshctl::objects::Api;
 use meshctl::output::{self, Format};
 use meshctl::waypoint;
-
-use cluster::Home;
 
 #[derive(Parser)]
 #[command(
@@ -339,7 +335,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ExitCode::SUCCESS
         }
         Cmd::Status => {
-            status(&home)?;
+            output::cluster_status(&home, &mut std::io::stdout())?;
             ExitCode::SUCCESS
         }
         Cmd::Apply { files, namespace } => {
@@ -541,58 +537,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Object commands need a cluster's directory to write into.
 fn require_cluster_files(home: &Home) -> Result<()> {
-    if cluster::Record::load(home)?.is_none() {
+    if home::Record::load(home)?.is_none() {
         bail!(
             "no local cluster at {}: start one with `sudo meshctl up` (or set --home)",
             home.dir.display()
         );
-    }
-    Ok(())
-}
-
-fn status(home: &Home) -> Result<()> {
-    let record = cluster::Record::load(home)?
-        .context("no local cluster: start one with `sudo meshctl up`")?;
-    let alive = cluster::supervisor_alive(home);
-    let mut out = std::io::stdout();
-    writeln!(
-        out,
-        "cluster: {} node(s), home {}, supervisor {}",
-        record.nodes,
-        home.dir.display(),
-        if alive {
-            "running"
-        } else {
-            "NOT RUNNING (`meshctl down`, then `meshctl up`)"
-        }
-    )?;
-    let Some(st) = supervisor::Status::load(home) else {
-        return Ok(());
-    };
-    let rows: Vec<Vec<String>> = st
-        .components
-        .iter()
-        .map(|c| {
-            vec![
-                c.name.clone(),
-                c.state.clone(),
-                c.pid.map_or("-".into(), |p| p.to_string()),
-                c.restarts.to_string(),
-                c.last_exit.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    zc::table(
-        &mut out,
-        &["COMPONENT", "STATE", "PID", "RESTARTS", "LAST EXIT"],
-        &rows,
-    )?;
-    if st.components.iter().any(|c| c.restarts > 0) {
-        writeln!(
-            out,
-            "\nrestarts are logged in {} (`meshctl logs supervisor`)",
-            home.log("supervisor").display()
-        )?;
     }
     Ok(())
 }

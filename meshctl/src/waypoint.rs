@@ -418,7 +418,7 @@ fn explain_missing_proxy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::tests::{cluster, utf8, Cluster};
+    use crate::objects::fixture::{cluster, utf8, Cluster};
 
     fn demo() -> Cluster {
         let c = cluster();

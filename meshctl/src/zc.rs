@@ -6,7 +6,8 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::cluster::{self, node_name, node_netns, Home, Record};
+use meshctl::cluster::home::{node_name, node_netns, Home, Record};
+use meshctl::cluster::host::http_get;
 use meshctl::output::{Format, Table};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -20,12 +21,16 @@ pub enum What {
 }
 
 pub fn config_dump(node: u8) -> Result<Value> {
-    let (code, body) = cluster::http_get(&node_netns(node), "127.0.0.1:15000", "/config_dump")
+    let response = http_get(&node_netns(node), "127.0.0.1:15000", "/config_dump")
         .with_context(|| format!("asking the ztunnel on {}", node_name(node)))?;
-    if code != 200 {
-        bail!("the ztunnel on {} answered {code}", node_name(node));
+    if response.status != 200 {
+        bail!(
+            "the ztunnel on {} answered {}",
+            node_name(node),
+            response.status
+        );
     }
-    serde_json::from_str(&body).context("ztunnel's config dump is not JSON")
+    serde_json::from_str(&response.body).context("ztunnel's config dump is not JSON")
 }
 
 fn s(v: &Value) -> String {
@@ -38,7 +43,7 @@ fn s(v: &Value) -> String {
 }
 
 /// Prints rows as aligned columns.
-pub fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut t = Table::new(header);
     for r in rows {
         t.push(r.clone());

@@ -4,100 +4,108 @@
 //! `CNI_*` environment and the chained `prevResult` inside the node's namespace), then
 //! `status.podIP`, then the process, which the supervisor runs and restarts.
 //!
-//! Each pod has a record `<home>/pods/<namespace>.<name>.json`: what the supervisor runs and
-//! what `delete` and `down` undo (CNI DEL in reverse order with the cached result).
+//! Each pod has a record (`home::PodRecord`): what the supervisor runs and what `delete` and
+//! `down` undo (CNI DEL in reverse order with the cached result).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use mesh_core::k8s::Kind;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::cluster::{
-    self, netns_path, node_name, node_netns, pin_root, pod_subnet, run, write_atomic, Home, Record,
+use super::home::HomeError;
+use super::home::{
+    node_name, node_netns, pin_root, pod_subnet, supervisor_alive, Home, PodRecord, Record, Status,
     CNI_BIN,
 };
-use crate::supervisor::Status;
-use meshctl::cni::{Chain, NodeNetwork, Sandbox};
-use meshctl::objects::Api;
+use super::host::{
+    kill_netns_processes, netns_path, require_root, run, wait_for, HostError, Timeout,
+};
+use crate::cni::{Chain, CniError, NodeNetwork, Sandbox};
+use crate::objects::Api;
+
+/// An error of the object API (which reports `anyhow` errors), with its whole chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct ApiFailure(anyhow::Error);
+
+/// Why a pod command did not do what was asked; each says what to do where there is something.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("the local cluster is not running (its supervisor is gone): `meshctl down` then `meshctl up`")]
+    NotRunning,
+    #[error("no local cluster: start one with `sudo meshctl up`")]
+    NoCluster,
+    #[error("no node {node:?}: this cluster has node1..node{nodes}")]
+    NoNode { node: String, nodes: u8 },
+    #[error("no command: `meshctl {usage} -- CMD ARGS...`")]
+    NoCommand { usage: String },
+    #[error("namespace {0:?} not found: create it with `meshctl create ns {0}` (add `--ambient` to enrol it)")]
+    NoNamespace(String),
+    #[error(
+        "pod {namespace}/{name} already exists: `meshctl delete pod {name} -n {namespace}` first"
+    )]
+    Exists { namespace: String, name: String },
+    #[error("pod name {namespace}/{name} cannot name a sandbox: use letters, digits, '-' and '.'")]
+    BadName { namespace: String, name: String },
+    #[error("pod {namespace}/{name} not found (`meshctl get pods {scope}` lists them)")]
+    NotFound {
+        namespace: String,
+        name: String,
+        scope: String,
+    },
+    #[error(
+        "no pod {namespace}/{target} and no component {target:?}: logs exist for pods, \
+             istiod-lite, ztunnel-node<N> and supervisor"
+    )]
+    NoLog { namespace: String, target: String },
+    #[error("pod {namespace}/{name} is not valid")]
+    Invalid {
+        namespace: String,
+        name: String,
+        source: ApiFailure,
+    },
+    #[error("creating pod {namespace}/{name}")]
+    Create {
+        namespace: String,
+        name: String,
+        source: Box<PodError>,
+    },
+    #[error("the CNI chain gave no IP")]
+    NoIp,
+    #[error("running {program}")]
+    Run {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("reading {}", path.display())]
+    ReadLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing to standard output")]
+    Output(#[source] std::io::Error),
+    #[error(transparent)]
+    Api(#[from] ApiFailure),
+    #[error(transparent)]
+    Cni(#[from] CniError),
+    #[error(transparent)]
+    NotStarted(#[from] Timeout<String>),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+}
+
+impl From<anyhow::Error> for PodError {
+    fn from(e: anyhow::Error) -> Self {
+        PodError::Api(ApiFailure(e))
+    }
+}
 
 const NETWORK: &str = "meshctl";
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PodRecord {
-    pub namespace: String,
-    pub name: String,
-    pub node: u8,
-    pub netns: String,
-    pub container_id: String,
-    pub ip: String,
-    pub command: Vec<String>,
-    pub cni_result: Value,
-}
-
-impl PodRecord {
-    fn path(home: &Home, namespace: &str, name: &str) -> PathBuf {
-        home.pods_dir().join(format!("{namespace}.{name}.json"))
-    }
-
-    pub fn load(home: &Home, namespace: &str, name: &str) -> Option<PodRecord> {
-        let bytes = std::fs::read(Self::path(home, namespace, name)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    /// Every pod record, sorted by namespace and name.
-    pub fn list(home: &Home) -> Vec<PodRecord> {
-        let mut out: Vec<PodRecord> = std::fs::read_dir(home.pods_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-            .collect();
-        out.sort_by(|a: &PodRecord, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        out
-    }
-
-    fn save(&self, home: &Home) -> Result<()> {
-        write_atomic(
-            &Self::path(home, &self.namespace, &self.name),
-            &serde_json::to_vec_pretty(self)?,
-        )
-    }
-
-    /// The supervisor's name for the pod's process.
-    pub fn component(&self) -> String {
-        format!("pod/{}/{}", self.namespace, self.name)
-    }
-
-    pub fn log(&self, home: &Home) -> PathBuf {
-        home.logs()
-            .join("pods")
-            .join(format!("{}.{}.log", self.namespace, self.name))
-    }
-
-    /// The environment of the pod's processes: the project's binaries on PATH (so `mesh-echo`
-    /// runs as it is), and what the downward API would give.
-    pub fn env(&self, bins: &Path) -> Vec<(String, String)> {
-        let path = format!(
-            "{}:{}",
-            bins.display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
-        );
-        vec![
-            ("PATH".into(), path),
-            ("POD_NAME".into(), self.name.clone()),
-            ("POD_NAMESPACE".into(), self.namespace.clone()),
-            ("POD_IP".into(), self.ip.clone()),
-            ("NODE_NAME".into(), node_name(self.node)),
-            ("HOSTNAME".into(), self.name.clone()),
-        ]
-    }
-}
 
 /// What `meshctl run` asks for.
 pub struct RunOptions {
@@ -110,46 +118,52 @@ pub struct RunOptions {
     pub command: Vec<String>,
 }
 
-fn loaded_cluster(home: &Home) -> Result<Record> {
+fn loaded_cluster(home: &Home) -> Result<Record, PodError> {
     match Record::load(home)? {
-        Some(r) if cluster::supervisor_alive(home) => Ok(r),
-        Some(_) => bail!("the local cluster is not running (its supervisor is gone): `meshctl down` then `meshctl up`"),
-        None => bail!("no local cluster: start one with `sudo meshctl up`"),
+        Some(r) if supervisor_alive(home) => Ok(r),
+        Some(_) => Err(PodError::NotRunning),
+        None => Err(PodError::NoCluster),
     }
 }
 
-fn parse_node(record: &Record, node: &str) -> Result<u8> {
+fn parse_node(record: &Record, node: &str) -> Result<u8, PodError> {
     let n = node
         .strip_prefix("node")
         .and_then(|n| n.parse::<u8>().ok())
         .filter(|n| (1..=record.nodes).contains(n));
-    n.with_context(|| {
-        format!(
-            "no node {node:?}: this cluster has node1..node{}",
-            record.nodes
-        )
+    n.ok_or_else(|| PodError::NoNode {
+        node: node.to_string(),
+        nodes: record.nodes,
     })
 }
 
 /// `meshctl run`: creates the pod and waits until its process runs.
-pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<()> {
-    cluster::require_root("run")?;
+pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<(), PodError> {
+    require_root("meshctl run")?;
     let record = loaded_cluster(home)?;
     let (ns, name) = (opts.namespace.as_str(), opts.name.as_str());
     if opts.command.is_empty() {
-        bail!("no command: `meshctl run {name} -n {ns} -- CMD ARGS...`");
+        return Err(PodError::NoCommand {
+            usage: format!("run {name} -n {ns}"),
+        });
     }
     if api.read(Kind::Namespace, "", ns)?.is_none() {
-        bail!("namespace {ns:?} not found: create it with `meshctl create ns {ns}` (add `--ambient` to enrol it)");
+        return Err(PodError::NoNamespace(ns.to_string()));
     }
     if api.read(Kind::Pod, ns, name)?.is_some() || PodRecord::load(home, ns, name).is_some() {
-        bail!("pod {ns}/{name} already exists: `meshctl delete pod {name} -n {ns}` first");
+        return Err(PodError::Exists {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        });
     }
     // bpffs refuses names with a dot, and the container id names the pod's pin directory;
     // '_' appears in no Kubernetes name, so this stays unique.
     let netns = format!("mc-{ns}_{}", name.replace('.', "_"));
     if !mesh_core::node::valid_container_id(&netns) {
-        bail!("pod name {ns}/{name} cannot name a sandbox: use letters, digits, '-' and '.'");
+        return Err(PodError::BadName {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        });
     }
     let node = match &opts.node {
         Some(n) => parse_node(&record, n)?,
@@ -176,8 +190,11 @@ pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<()> {
         },
         "status": {"phase": "Pending"},
     });
-    api.put(pod.clone())
-        .with_context(|| format!("pod {ns}/{name} is not valid"))?;
+    api.put(pod.clone()).map_err(|e| PodError::Invalid {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        source: ApiFailure(e),
+    })?;
 
     let mut rec = PodRecord {
         namespace: ns.into(),
@@ -191,7 +208,7 @@ pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<()> {
     };
     // Recorded before the sandbox exists, so a failure below is undone by name.
     rec.save(home)?;
-    let made = (|| -> Result<()> {
+    let made = (|| -> Result<(), PodError> {
         run("ip", &["netns", "add", &netns])?;
         let chain = chain(home, node)?;
         with_sandbox(&rec, |sb| chain.loopback(sb))?;
@@ -199,27 +216,31 @@ pub fn run_pod(home: &Home, api: &Api, opts: RunOptions) -> Result<()> {
         rec.ip = rec.cni_result["ips"][0]["address"]
             .as_str()
             .and_then(|a| a.split('/').next())
-            .context("the CNI chain gave no IP")?
+            .ok_or(PodError::NoIp)?
             .to_string();
         pod["status"] = json!({"phase": "Running", "podIP": rec.ip, "podIPs": [{"ip": rec.ip}],
             "containerStatuses": [{"name": name, "ready": true, "restartCount": 0}]});
         api.put(pod.clone())?;
-        rec.save(home)
+        Ok(rec.save(home)?)
     })();
     if let Err(e) = made {
         teardown(home, &rec);
         let _ = api.remove(Kind::Pod, ns, name);
-        return Err(e.context(format!("creating pod {ns}/{name}")));
+        return Err(PodError::Create {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            source: Box::new(e),
+        });
     }
     let component = rec.component();
-    cluster::wait_for(
+    wait_for(
         &format!("pod {ns}/{name} to start"),
         Duration::from_secs(10),
         || match Status::load(home)
             .and_then(|s| s.components.into_iter().find(|c| c.name == component))
         {
             Some(c) if c.state == "running" => Ok(()),
-            other => bail!("{other:?}"),
+            other => Err(format!("{other:?}")),
         },
     )?;
     let captured = pin_root(node).join(&rec.container_id).exists();
@@ -267,7 +288,7 @@ fn least_loaded(home: &Home, nodes: u8) -> u8 {
 }
 
 /// The chain as a runtime's `.conflist` lists it: the cluster network, then mesh-cni.
-fn chain(home: &Home, node: u8) -> Result<Chain> {
+fn chain(home: &Home, node: u8) -> Result<Chain, PodError> {
     let bins = Record::load(home)?.map(|r| r.bins).unwrap_or_default();
     Ok(Chain::local_cluster(NodeNetwork {
         network: NETWORK,
@@ -297,7 +318,7 @@ fn with_sandbox<T>(rec: &PodRecord, f: impl FnOnce(&Sandbox) -> T) -> T {
 pub fn teardown(home: &Home, rec: &PodRecord) {
     let _ = std::fs::remove_file(PodRecord::path(home, &rec.namespace, &rec.name));
     if netns_path(&rec.netns).exists() {
-        cluster::kill_netns_processes(&rec.netns);
+        kill_netns_processes(&rec.netns);
         if !rec.cni_result.is_null() {
             let deleted = chain(home, rec.node)
                 .and_then(|c| Ok(with_sandbox(rec, |sb| c.del(sb, &rec.cni_result))?));
@@ -314,14 +335,18 @@ pub fn teardown(home: &Home, rec: &PodRecord) {
 }
 
 /// `meshctl delete pod NAME -n NS`.
-pub fn delete_pod(home: &Home, api: &Api, namespace: &str, name: &str) -> Result<()> {
-    cluster::require_root("delete pod")?;
+pub fn delete_pod(home: &Home, api: &Api, namespace: &str, name: &str) -> Result<(), PodError> {
+    require_root("meshctl delete pod")?;
     let rec = PodRecord::load(home, namespace, name);
     let object = api.remove(Kind::Pod, namespace, name)?;
     match rec {
         Some(rec) => teardown(home, &rec),
         None if !object => {
-            bail!("pod {namespace}/{name} not found (`meshctl get pods -n {namespace}` lists them)")
+            return Err(PodError::NotFound {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                scope: format!("-n {namespace}"),
+            })
         }
         None => {}
     }
@@ -331,12 +356,21 @@ pub fn delete_pod(home: &Home, api: &Api, namespace: &str, name: &str) -> Result
 
 /// A command that runs `command` in pod `namespace/name`'s network namespace, with the pod's
 /// environment and our binaries on its PATH.
-fn pod_command(home: &Home, namespace: &str, name: &str, command: &[String]) -> Result<Command> {
-    let rec = PodRecord::load(home, namespace, name).with_context(|| {
-        format!("pod {namespace}/{name} not found (`meshctl get pods -A` lists them)")
+fn pod_command(
+    home: &Home,
+    namespace: &str,
+    name: &str,
+    command: &[String],
+) -> Result<Command, PodError> {
+    let rec = PodRecord::load(home, namespace, name).ok_or_else(|| PodError::NotFound {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        scope: "-A".to_string(),
     })?;
     if command.is_empty() {
-        bail!("no command: `meshctl exec {namespace}/{name} -- CMD ARGS...`");
+        return Err(PodError::NoCommand {
+            usage: format!("exec {namespace}/{name}"),
+        });
     }
     let bins = Record::load(home)?.map(|r| r.bins).unwrap_or_default();
     let mut cmd = Command::new("nsenter");
@@ -349,11 +383,14 @@ fn pod_command(home: &Home, namespace: &str, name: &str, command: &[String]) -> 
 
 /// `meshctl exec NS/POD -- CMD`: runs in the pod's network namespace, in the foreground;
 /// returns its exit code.
-pub fn exec(home: &Home, namespace: &str, name: &str, command: &[String]) -> Result<i32> {
-    cluster::require_root("exec")?;
+pub fn exec(home: &Home, namespace: &str, name: &str, command: &[String]) -> Result<i32, PodError> {
+    require_root("meshctl exec")?;
     let status = pod_command(home, namespace, name, command)?
         .status()
-        .with_context(|| format!("running {}", command[0]))?;
+        .map_err(|source| PodError::Run {
+            program: command[0].clone(),
+            source,
+        })?;
     Ok(status.code().unwrap_or(128))
 }
 
@@ -364,11 +401,14 @@ pub fn exec_capture(
     namespace: &str,
     name: &str,
     command: &[&str],
-) -> Result<(i32, String)> {
+) -> Result<(i32, String), PodError> {
     let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
     let out = pod_command(home, namespace, name, &command)?
         .output()
-        .with_context(|| format!("running {}", command[0]))?;
+        .map_err(|source| PodError::Run {
+            program: command[0].clone(),
+            source,
+        })?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -378,7 +418,7 @@ pub fn exec_capture(
 }
 
 /// The log file of a pod or a component (`istiod-lite`, `ztunnel-node1`, `supervisor`).
-pub fn log_path(home: &Home, namespace: &str, target: &str) -> Result<PathBuf> {
+pub fn log_path(home: &Home, namespace: &str, target: &str) -> Result<PathBuf, PodError> {
     if let Some(rec) = PodRecord::load(home, namespace, target) {
         return Ok(rec.log(home));
     }
@@ -386,22 +426,25 @@ pub fn log_path(home: &Home, namespace: &str, target: &str) -> Result<PathBuf> {
     if component.exists() {
         return Ok(component);
     }
-    bail!(
-        "no pod {namespace}/{target} and no component {target:?}: logs exist for pods, \
-         istiod-lite, ztunnel-node<N> and supervisor"
-    )
+    Err(PodError::NoLog {
+        namespace: namespace.to_string(),
+        target: target.to_string(),
+    })
 }
 
 /// `meshctl logs`: prints the log, and with `follow` keeps printing what is appended.
-pub fn logs(path: &Path, follow: bool, tail: Option<usize>) -> Result<()> {
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn logs(path: &Path, follow: bool, tail: Option<usize>) -> Result<(), PodError> {
+    let text = std::fs::read(path).map_err(|source| PodError::ReadLog {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut offset = text.len() as u64;
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     let from = tail.map_or(0, |n| lines.len().saturating_sub(n));
     let mut stdout = std::io::stdout();
     for l in &lines[from..] {
-        writeln!(stdout, "{l}")?;
+        writeln!(stdout, "{l}").map_err(PodError::Output)?;
     }
     if !follow {
         return Ok(());
@@ -412,8 +455,10 @@ pub fn logs(path: &Path, follow: bool, tail: Option<usize>) -> Result<()> {
             break; // the pod was deleted
         };
         if (bytes.len() as u64) > offset {
-            stdout.write_all(&bytes[offset as usize..])?;
-            stdout.flush()?;
+            stdout
+                .write_all(&bytes[offset as usize..])
+                .and_then(|()| stdout.flush())
+                .map_err(PodError::Output)?;
         }
         offset = bytes.len() as u64;
     }

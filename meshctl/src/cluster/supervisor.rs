@@ -13,45 +13,40 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use mesh_core::cluster_dir::{write_atomic, ClusterDirError};
 
-use crate::cluster::{
-    self, netns_path, node_name, node_netns, underlay_ip, write_atomic, Home, Record,
+use super::home::{
+    node_name, node_netns, pin_root, supervisor_alive, underlay_ip, xds_address, ComponentStatus,
+    Home, HomeError, PodRecord, Record, Status,
 };
-use crate::pods::PodRecord;
+use super::host::{netns_path, wait_for, Timeout};
+
+/// Why the supervisor could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("locating meshctl's binary")]
+    Exe(#[source] std::io::Error),
+    #[error("creating {}", path.display())]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting the supervisor")]
+    Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    NotReady(#[from] Timeout<String>),
+    #[error("no cluster record: `meshctl up` makes one")]
+    NoRecord,
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Write(#[from] ClusterDirError),
+}
 
 const TICK: Duration = Duration::from_millis(200);
 const FIRST_DELAY: Duration = Duration::from_secs(1);
 const MAX_DELAY: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(60);
-
-/// What `status.json` says of one supervised process.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ComponentStatus {
-    pub name: String,
-    /// `running`, `restarting` or `exited`.
-    pub state: String,
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    /// How it last ended, e.g. "signal 9" or "exit code 1".
-    pub last_exit: Option<String>,
-    /// Unix seconds of the last start.
-    pub started: u64,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Status {
-    pub supervisor_pid: u32,
-    pub components: Vec<ComponentStatus>,
-}
-
-impl Status {
-    pub fn load(home: &Home) -> Option<Status> {
-        let bytes = std::fs::read(home.status_file()).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-}
 
 /// One process to keep running.
 struct Spec {
@@ -75,32 +70,37 @@ struct Process {
 }
 
 /// Starts the supervisor in the background and waits until it has written its pid.
-pub fn start_daemon(home: &Home) -> Result<()> {
-    let exe = std::env::current_exe().context("locating meshctl's binary")?;
+pub fn start_daemon(home: &Home) -> Result<(), SupervisorError> {
+    let exe = std::env::current_exe().map_err(SupervisorError::Exe)?;
     let _ = std::fs::remove_file(home.stop_file());
-    let log = std::fs::File::create(home.log("supervisor"))
-        .with_context(|| format!("creating {}", home.log("supervisor").display()))?;
+    let path = home.log("supervisor");
+    let log_failed = |source| SupervisorError::Log {
+        path: path.clone(),
+        source,
+    };
+    let log = std::fs::File::create(&path).map_err(log_failed)?;
     let child = Command::new(exe)
         .arg("--home")
         .arg(&home.dir)
         .arg("supervise")
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
+        .stdout(log.try_clone().map_err(log_failed)?)
         .stderr(log)
         // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach it.
         .process_group(0)
         .spawn()
-        .context("starting the supervisor")?;
+        .map_err(SupervisorError::Spawn)?;
     let pid = child.id();
     // The supervisor outlives us; its exit status is collected by init.
     drop(child);
-    cluster::wait_for("the supervisor to start", Duration::from_secs(10), || {
-        if cluster::supervisor_alive(home) && Status::load(home).is_some() {
+    wait_for("the supervisor to start", Duration::from_secs(10), || {
+        if supervisor_alive(home) && Status::load(home).is_some() {
             Ok(())
         } else {
-            bail!("no status yet from pid {pid}")
+            Err(format!("no status yet from pid {pid}"))
         }
-    })
+    })?;
+    Ok(())
 }
 
 /// Asks the supervisor to stop everything, waits for it, and kills it if it does not.
@@ -113,10 +113,10 @@ pub fn stop_daemon(home: &Home) {
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok());
     let end = Instant::now() + Duration::from_secs(10);
-    while cluster::supervisor_alive(home) && Instant::now() < end {
+    while supervisor_alive(home) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if cluster::supervisor_alive(home) {
+    if supervisor_alive(home) {
         if let Some(pid) = pid {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
@@ -191,7 +191,7 @@ fn wanted(home: &Home, record: &Record) -> BTreeMap<String, Spec> {
                 netns: node_netns(i),
                 program: bins.join("ztunnel"),
                 args: vec![
-                    format!("--xds-address={}", cluster::xds_address()),
+                    format!("--xds-address={}", xds_address()),
                     format!(
                         "--root-cert={}",
                         home.istiod_dir().join("ca/root-cert.pem").display()
@@ -199,7 +199,7 @@ fn wanted(home: &Home, record: &Record) -> BTreeMap<String, Spec> {
                     format!("--token-file={}", home.token_file(i).display()),
                     format!("--node-name={}", node_name(i)),
                     format!("--run-dir={}", home.run_dir(i).display()),
-                    format!("--pin-root={}", cluster::pin_root(i).display()),
+                    format!("--pin-root={}", pin_root(i).display()),
                 ],
                 env: vec![],
                 log: home.log(&format!("ztunnel-{}", node_name(i))),
@@ -253,8 +253,8 @@ fn spawn(spec: &Spec) -> std::io::Result<Child> {
 }
 
 /// The supervisor's loop (`meshctl supervise`); returns when told to stop.
-pub fn run(home: &Home) -> Result<()> {
-    let record = Record::load(home)?.context("no cluster record: `meshctl up` makes one")?;
+pub fn run(home: &Home) -> Result<(), SupervisorError> {
+    let record = Record::load(home)?.ok_or(SupervisorError::NoRecord)?;
     write_atomic(
         &home.supervisor_pid(),
         std::process::id().to_string().as_bytes(),
