@@ -15,7 +15,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use meshctl::cluster::host::{http_get, netns_path, ready, Response};
 use meshctl::cluster::underlay::{Addressing, Underlay};
@@ -32,30 +32,7 @@ pub const ADDRESSING: Addressing = Addressing {
     pods: [10, 251],
 };
 
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Polls `f` until it returns `Ok` or `timeout` passes; panics with the last error.
-pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= end => panic!("timed out waiting for {what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
+pub use mesh_test_support::{eventually, sh};
 
 /// The directory holding the workspace's binaries (`target/<profile>`), from the test's path.
 pub fn bin_dir() -> PathBuf {

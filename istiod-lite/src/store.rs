@@ -131,33 +131,7 @@ impl Snapshot {
 }
 
 /// A document a source could not accept, kept so users can see it (metrics, `/debug/config`).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Rejection {
-    /// The source part, e.g. the file path.
-    pub source: String,
-    /// 1-based index of the document within the source part.
-    pub document: usize,
-    /// Kind, namespace and name as far as they could be read.
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = if self.namespace.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{}/{}", self.namespace, self.name)
-        };
-        write!(
-            f,
-            "{} (document {}): {} {}: {}",
-            self.source, self.document, self.kind, name, self.reason
-        )
-    }
-}
+pub use mesh_core::cluster_dir::Rejection;
 
 /// What one source part now holds, as read by its source.
 #[derive(Debug, Default)]

@@ -133,7 +133,7 @@ fn walk_into(dir: &Path, depth: Depth, out: &mut Vec<PathBuf>) -> Result<(), Clu
 }
 
 /// One document that was refused, with what could be read of its identity.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Rejection {
     /// The file (or other source) the document came from.
     pub source: String,

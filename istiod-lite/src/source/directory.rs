@@ -13,7 +13,7 @@ use std::time::Duration;
 use mesh_core::cluster_dir::{self, Depth};
 use notify::{RecursiveMode, Watcher};
 
-use crate::store::{PartContent, Rejection, Store};
+use crate::store::{PartContent, Store};
 
 /// How long to wait after a change event for more events before re-reading.
 const DEBOUNCE: Duration = Duration::from_millis(10);
@@ -35,17 +35,9 @@ fn part_content(source: &str, parsed: cluster_dir::Parsed) -> PartContent {
     let rejections = parsed
         .rejections
         .into_iter()
-        .map(|r| {
+        .inspect(|r| {
             tracing::warn!(file = %r.source, document = r.document, kind = %r.kind,
                 namespace = %r.namespace, name = %r.name, reason = %r.reason, "rejected config document");
-            Rejection {
-                source: r.source,
-                document: r.document,
-                kind: r.kind,
-                namespace: r.namespace,
-                name: r.name,
-                reason: r.reason,
-            }
         })
         .collect();
     PartContent {

@@ -124,11 +124,7 @@ pub(super) fn comparable(value: &Value) -> Value {
 }
 
 pub(crate) fn now_rfc3339() -> String {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0)
-        .unwrap_or(now)
-        .format(&Rfc3339)
-        .unwrap_or_default()
+    mesh_core::time_text::rfc3339(std::time::SystemTime::now())
 }
 
 #[cfg(test)]
