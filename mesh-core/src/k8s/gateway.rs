@@ -14,22 +14,44 @@ pub struct Gateway {
     pub status: GatewayStatus,
 }
 
+/// `spec` of a Gateway. Fields of the Gateway API schema that a waypoint does not act on are
+/// kept as they were written (so a `kubectl get -o yaml` round-trips); a field the schema
+/// does not have is refused.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewaySpec {
     #[serde(default)]
     pub gateway_class_name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<Listener>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<serde_json::Value>,
+    #[serde(
+        default,
+        rename = "backendTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backend_tls: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_listeners: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Listener {
     #[serde(default)]
     pub name: String,
     pub port: u16,
     #[serde(default)]
     pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_routes: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]

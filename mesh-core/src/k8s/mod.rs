@@ -4,8 +4,10 @@
 //!
 //! Decoding is two steps: [`Object::from_value`] checks `apiVersion`/`kind` and decodes the typed
 //! struct (reporting the field path of any type error), then [`Object::validate`] checks what the
-//! API server's validation (and Istio's webhook) would refuse. Unknown fields are ignored, as the
-//! API server does for fields a client does not know.
+//! API server's validation (and Istio's webhook) would refuse. The Istio and Gateway API kinds are
+//! decoded strictly: a field their schema does not have is refused with its path, as Istio's
+//! validation refuses it (a typo such as `principal:` would otherwise leave a rule that matches
+//! everyone). The core kinds ignore fields the mesh does not read, as any API client does.
 //!
 //! `meta` holds what every object shares; `core`, `security` and `gateway` the kinds, each with
 //! its validation; this module the [`Object`] that is any of them.
@@ -178,8 +180,8 @@ pub fn is_enrolled(pod: &Pod, ns: Option<&Namespace>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::IpAddr;
     use serde_json::json;
+    use std::net::IpAddr;
 
     #[test]
     fn decodes_pod_with_defaults() {
@@ -229,6 +231,112 @@ mod tests {
         }))
         .unwrap_err();
         assert!(err.to_string().starts_with("spec.action:"), "{err}");
+    }
+
+    /// Decodes and validates, as every reader does.
+    fn read(value: serde_json::Value) -> Result<Object, ObjectError> {
+        let object = Object::from_value(value)?;
+        object.validate()?;
+        Ok(object)
+    }
+
+    #[test]
+    fn istio_and_gateway_kinds_refuse_fields_their_schema_does_not_have() {
+        // `principal` for `principals`: ignored, it would leave a rule that allows everyone.
+        let err = read(json!({
+            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "namespace": "demo"},
+            "spec": {"rules": [{"from": [{"source": {"principal": ["cluster.local/ns/demo/sa/a"]}}]}]}
+        }))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("spec.rules[0].from[0].source"), "{text}");
+        assert!(text.contains("unknown field `principal`"), "{text}");
+        // `selectr`: ignored, a selector-scoped DENY would apply to the whole namespace.
+        let err = read(json!({
+            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "namespace": "demo"},
+            "spec": {"action": "DENY", "selectr": {"matchLabels": {"app": "db"}}, "rules": [{}]}
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `selectr`"), "{err}");
+        for (spec, field) in [
+            (json!({"mtls": {"mod": "STRICT"}}), "mod"),
+            (
+                json!({"selector": {"matchLabel": {"a": "b"}}}),
+                "matchLabel",
+            ),
+        ] {
+            let err = read(json!({
+                "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                "metadata": {"name": "p", "namespace": "demo"}, "spec": spec
+            }))
+            .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("unknown field `{field}`")),
+                "{err}"
+            );
+        }
+        let gateway = |spec: serde_json::Value| {
+            read(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": "waypoint", "namespace": "demo"}, "spec": spec
+            }))
+        };
+        let err =
+            gateway(json!({"gatewayClassName": "istio-waypoint", "listener": []})).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `listener`"),
+            "{err}"
+        );
+        // Fields of the schema a waypoint does not act on are accepted, and kept.
+        let ok = gateway(json!({
+            "gatewayClassName": "istio-waypoint",
+            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE",
+                "allowedRoutes": {"namespaces": {"from": "Same"}}}],
+            "infrastructure": {"labels": {"team": "a"}}
+        }))
+        .unwrap();
+        let Object::Gateway(gw) = ok else { panic!() };
+        assert!(gw.spec.infrastructure.is_some());
+        assert!(gw.spec.listeners[0].allowed_routes.is_some());
+    }
+
+    #[test]
+    fn empty_or_prefixed_principals_are_refused() {
+        let policy = |source: serde_json::Value| {
+            read(json!({
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "p", "namespace": "demo"},
+                "spec": {"rules": [{"from": [{"source": source}]}]}
+            }))
+        };
+        let err = policy(json!({"principals": [""]})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.rules[0].from[0].source.principals[0] must not be empty"
+        );
+        let err =
+            policy(json!({"notPrincipals": ["spiffe://cluster.local/ns/demo/sa/a"]})).unwrap_err();
+        assert!(err.to_string().contains("without spiffe://"), "{err}");
+        let err = policy(json!({"namespaces": ["demo", ""]})).unwrap_err();
+        assert!(
+            err.to_string().contains("namespaces[1] must not be empty"),
+            "{err}"
+        );
+        assert!(policy(json!({"principals": ["cluster.local/ns/demo/sa/a", "*"]})).is_ok());
+        let err = read(json!({
+            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "namespace": "demo"},
+            "spec": {"rules": [{"to": [{"operation": {"methods": ["GET", ""]}}]}]}
+        }))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("operation.methods[1] must not be empty"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::meta::{invalid, parse_cidr, parse_port, Labels, ObjectError, ObjectMe
 /// `spec.selector` of the Istio policy kinds.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct WorkloadSelector {
     #[serde(default)]
     pub match_labels: Labels,
@@ -18,6 +19,7 @@ pub struct WorkloadSelector {
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct PolicyTargetReference {
     #[serde(default)]
     pub group: String,
@@ -60,6 +62,7 @@ impl fmt::Display for AuthorizationAction {
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct AuthorizationPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
@@ -84,12 +87,14 @@ impl AuthorizationPolicySpec {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExtensionProvider {
     #[serde(default)]
     pub name: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<RuleFrom>,
@@ -100,12 +105,14 @@ pub struct Rule {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RuleFrom {
     #[serde(default)]
     pub source: Source,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RuleTo {
     #[serde(default)]
     pub operation: Operation,
@@ -113,6 +120,7 @@ pub struct RuleTo {
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct Source {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub principals: Vec<String>,
@@ -146,6 +154,7 @@ pub struct Source {
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct Operation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
@@ -167,6 +176,7 @@ pub struct Operation {
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct Condition {
     #[serde(default)]
     pub key: String,
@@ -186,6 +196,7 @@ pub struct PeerAuthentication {
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct PeerAuthenticationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
@@ -196,6 +207,7 @@ pub struct PeerAuthenticationSpec {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct MutualTls {
     #[serde(default)]
     pub mode: MtlsMode,
@@ -249,6 +261,27 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy) -> Result<
             for ip in s.remote_ip_blocks.iter().chain(&s.not_remote_ip_blocks) {
                 parse_cidr(ip).map_err(|e| invalid(format!("{at}: {e}")))?;
             }
+            let identities: [(&str, &[String]); 6] = [
+                ("principals", &s.principals),
+                ("notPrincipals", &s.not_principals),
+                ("requestPrincipals", &s.request_principals),
+                ("notRequestPrincipals", &s.not_request_principals),
+                ("namespaces", &s.namespaces),
+                ("notNamespaces", &s.not_namespaces),
+            ];
+            for (field, list) in identities {
+                for (k, v) in list.iter().enumerate() {
+                    if v.is_empty() {
+                        return Err(invalid(format!("{at}.{field}[{k}] must not be empty")));
+                    }
+                    if matches!(field, "principals" | "notPrincipals") && v.starts_with("spiffe://")
+                    {
+                        return Err(invalid(format!(
+                            "{at}.{field}[{k}] {v:?}: principals are written without spiffe://, e.g. cluster.local/ns/demo/sa/web"
+                        )));
+                    }
+                }
+            }
             let has_sa = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
             let has_id = !s.principals.is_empty()
                 || !s.not_principals.is_empty()
@@ -268,6 +301,22 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy) -> Result<
             }
         }
         for (t, to) in rule.to.iter().enumerate() {
+            let o = &to.operation;
+            let lists: [(&str, &[String]); 6] = [
+                ("hosts", &o.hosts),
+                ("notHosts", &o.not_hosts),
+                ("methods", &o.methods),
+                ("notMethods", &o.not_methods),
+                ("paths", &o.paths),
+                ("notPaths", &o.not_paths),
+            ];
+            for (field, list) in lists {
+                if let Some(k) = list.iter().position(String::is_empty) {
+                    return Err(invalid(format!(
+                        "spec.rules[{r}].to[{t}].operation.{field}[{k}] must not be empty"
+                    )));
+                }
+            }
             for port in to.operation.ports.iter().chain(&to.operation.not_ports) {
                 parse_port(port)
                     .map_err(|e| invalid(format!("spec.rules[{r}].to[{t}].operation: {e}")))?;

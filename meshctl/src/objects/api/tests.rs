@@ -709,3 +709,39 @@ fn names_that_are_not_object_names_never_reach_the_file_system() {
         "{e:#}"
     );
 }
+
+#[test]
+fn a_misspelt_policy_field_is_an_error_naming_it_and_the_live_policy_stays() {
+    let c = cluster();
+    let allow = "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-web, namespace: demo}
+spec:
+  rules: [{from: [{source: {principals: [cluster.local/ns/demo/sa/web]}}]}]
+";
+    let (ok, _, err) = apply(&c, &format!("{NAMESPACE}---{allow}"));
+    assert!(ok, "{err}");
+    // `principal` for `principals`: refused with its path, not stored as a rule that allows
+    // everyone; the other object of the file still applies.
+    let typo = allow.replace("principals:", "principal:");
+    let (ok, out, err) = apply(
+        &c,
+        &format!("{typo}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: other}}\n"),
+    );
+    assert!(!ok);
+    assert_eq!(out, "namespace/other created\n");
+    assert!(
+        err.starts_with("error: AuthorizationPolicy demo/only-web: spec.rules[0].from[0].source.principal: unknown field `principal`"),
+        "{err}"
+    );
+    let live = c
+        .api
+        .read(Kind::AuthorizationPolicy, "demo", "only-web")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        live["spec"]["rules"][0]["from"][0]["source"]["principals"][0],
+        "cluster.local/ns/demo/sa/web"
+    );
+}
