@@ -270,16 +270,8 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy) -> Result<
                 ("notNamespaces", &s.not_namespaces),
             ];
             for (field, list) in identities {
-                for (k, v) in list.iter().enumerate() {
-                    if v.is_empty() {
-                        return Err(invalid(format!("{at}.{field}[{k}] must not be empty")));
-                    }
-                    if matches!(field, "principals" | "notPrincipals") && v.starts_with("spiffe://")
-                    {
-                        return Err(invalid(format!(
-                            "{at}.{field}[{k}] {v:?}: principals are written without spiffe://, e.g. cluster.local/ns/demo/sa/web"
-                        )));
-                    }
+                if let Some(k) = list.iter().position(String::is_empty) {
+                    return Err(invalid(format!("{at}.{field}[{k}] must not be empty")));
                 }
             }
             let has_sa = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
