@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::cluster_dir::{self, Depth};
+use notify::event::{AccessKind, AccessMode, EventKind, MetadataKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 
 use crate::store::{PartContent, Store};
@@ -54,6 +56,20 @@ pub struct DirectorySource {
     store: Arc<Store>,
     /// Bytes of each file as last read.
     seen: HashMap<PathBuf, Vec<u8>>,
+    /// Reads of the whole tree so far.
+    reads: Arc<AtomicU64>,
+}
+
+/// Whether a watch event can mean the directory's content changed. Opening, reading and
+/// closing a file unwritten are not changes: reacting to them made every read of the tree
+/// (which opens every file) set off the next one, hundreds of times a second while idle.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        _ => true,
+    }
 }
 
 impl DirectorySource {
@@ -62,11 +78,18 @@ impl DirectorySource {
             dir,
             store,
             seen: HashMap::new(),
+            reads: Arc::default(),
         }
+    }
+
+    /// How many times the tree has been read (the first load included), for tests and metrics.
+    pub fn reads(&self) -> Arc<AtomicU64> {
+        self.reads.clone()
     }
 
     /// Re-reads the tree; parses only files whose bytes changed. Returns how many files changed.
     pub fn sync(&mut self) -> std::io::Result<usize> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let files =
             cluster_dir::walk(&self.dir, Depth::Recursive).map_err(std::io::Error::other)?;
         let mut parts = Vec::new();
@@ -133,8 +156,12 @@ impl DirectorySource {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let event = match event {
+                    Ok(e) if !is_change(&e.kind) => return,
+                    other => other.map(|_| ()),
+                };
                 // The receiver only goes away at shutdown.
-                let _ = tx.send(event.map(|_| ()));
+                let _ = tx.send(event);
             })?;
         watcher.watch(&self.dir, RecursiveMode::Recursive)?;
         // Events that arrive during the first read are handled by the loop below.
@@ -163,6 +190,36 @@ impl DirectorySource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_idle_directory_is_not_read_again_and_a_change_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n";
+        std::fs::write(dir.path().join("ns.yaml"), ns).unwrap();
+        let store = Store::new();
+        let source = DirectorySource::new(dir.path().to_path_buf(), store.clone());
+        let reads = source.reads();
+        let (loaded_tx, loaded) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(source.run(Some(loaded_tx)));
+        loaded.await.unwrap();
+        // Idle for a while: reading the tree opens its files, which must not count as a change.
+        let after_load = reads.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle = reads.load(Ordering::Relaxed) - after_load;
+        assert!(idle <= 1, "{idle} reads of an idle directory in 500 ms");
+        // A write is a change.
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: demo}\n";
+        std::fs::write(dir.path().join("pod.yaml"), pod).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.snapshot().pods.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new pod was not read"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+    }
 
     #[test]
     fn a_file_becomes_a_store_part_with_its_rejections() {
