@@ -276,10 +276,10 @@ impl Netlink {
         }
     }
 
-    /// Deletes; a missing entry is fine.
+    /// Deletes; a missing entry is fine (the kernel says ENOENT for a rule, ESRCH for a route).
     fn delete(&mut self, kind: u16, body: &[u8]) -> std::io::Result<()> {
         match self.request(kind, 0, body) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => Ok(()),
             other => other,
         }
     }

@@ -566,5 +566,11 @@ fn ambient_two_nodes() {
     let local_pins = c.nodes[0].pin_root().join(&c.pods[local].container_id);
     assert!(!local_pins.exists(), "pins removed by DEL");
     c.cni(&c.pods[local], "DEL").expect("a second DEL succeeds");
+    // A pod that was not captured at ADD (its namespace was enrolled and released while it
+    // ran): DEL has nothing of ours to remove and must still succeed, twice.
+    c.cni(&c.pods[legacy], "DEL")
+        .expect("CNI DEL of a pod not captured at ADD");
+    c.cni(&c.pods[legacy], "DEL")
+        .expect("a second DEL of it succeeds");
     no_iptables(&c);
 }
