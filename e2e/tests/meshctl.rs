@@ -468,5 +468,28 @@ fn meshctl_end_to_end() {
     assert!(procs.is_empty(), "processes left: {procs:?}");
     let again = m.cmd(&["down"]);
     assert!(again.status.success() && text(&again).contains("nothing to remove"));
+
+    // A --home that holds no cluster (a typo, or $HOME) is refused and left as it was.
+    let elsewhere = tmp.join("not-a-cluster");
+    std::fs::create_dir_all(elsewhere.join("notes")).unwrap();
+    std::fs::write(elsewhere.join("notes/todo.txt"), "keep me").unwrap();
+    let wrong = Meshctl {
+        bin: m.bin.clone(),
+        home: elsewhere.clone(),
+    };
+    let refused = wrong.cmd(&["down"]);
+    assert!(
+        !refused.status.success(),
+        "down on a directory without a cluster"
+    );
+    assert!(
+        text(&refused).contains("holds no local cluster"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("notes/todo.txt")).unwrap(),
+        "keep me"
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -93,6 +93,55 @@ impl Home {
     pub fn token_file(&self, node: u8) -> PathBuf {
         self.dir.join(format!("{}.token", node_name(node)))
     }
+
+    /// The entries of the home that a cluster made and that exist now: its record, status,
+    /// logs, directories and node tokens, by name. Nothing else in the directory is ours.
+    pub fn own_entries(&self) -> Vec<PathBuf> {
+        let mut own: Vec<PathBuf> = [
+            self.config_dir(),
+            self.istiod_dir(),
+            self.logs(),
+            self.dir.join("run"),
+            self.dir.join("ipam"),
+            self.pods_dir(),
+            self.record(),
+            self.status_file(),
+            self.stop_file(),
+            self.supervisor_pid(),
+        ]
+        .into_iter()
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect();
+        if let Ok(dir) = std::fs::read_dir(&self.dir) {
+            let tokens = dir.flatten().map(|e| e.path()).filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix("node")?.strip_suffix(".token"))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            });
+            own.extend(tokens);
+        }
+        own.sort();
+        own
+    }
+
+    /// Removes [`Home::own_entries`], then the directory itself if that left it empty. Returns
+    /// whether the directory is gone; one that holds anything else stays, with it.
+    pub fn remove(&self) -> std::io::Result<bool> {
+        for path in self.own_entries() {
+            if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        match std::fs::remove_dir(&self.dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(_) if self.dir.is_dir() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 pub fn node_name(i: u8) -> String {
@@ -278,6 +327,31 @@ mod tests {
             dir: dir.path().to_path_buf(),
         };
         (dir, home)
+    }
+
+    #[test]
+    fn removing_a_home_takes_only_what_a_cluster_made() {
+        let (_dir, home) = home();
+        assert!(home.own_entries().is_empty());
+        std::fs::write(home.dir.join("notes.txt"), "mine").unwrap();
+        std::fs::create_dir_all(home.pods_dir()).unwrap();
+        std::fs::create_dir_all(home.config_dir().join("pod/demo")).unwrap();
+        std::fs::write(home.token_file(2), "t").unwrap();
+        std::fs::write(home.dir.join("node.token"), "not a node token").unwrap();
+        std::fs::write(home.record(), "{}").unwrap();
+        let own = home.own_entries();
+        assert_eq!(own.len(), 4, "{own:?}");
+        assert!(
+            !home.remove().unwrap(),
+            "the directory stays: it holds other files"
+        );
+        assert!(home.dir.join("notes.txt").exists() && home.dir.join("node.token").exists());
+        assert!(home.own_entries().is_empty());
+        std::fs::remove_file(home.dir.join("notes.txt")).unwrap();
+        std::fs::remove_file(home.dir.join("node.token")).unwrap();
+        std::fs::write(home.status_file(), "{}").unwrap();
+        assert!(home.remove().unwrap());
+        assert!(!home.dir.exists());
     }
 
     #[test]

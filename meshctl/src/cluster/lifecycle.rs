@@ -46,6 +46,8 @@ pub enum LifecycleError {
         log: PathBuf,
         source: Timeout<String>,
     },
+    #[error("{} holds no local cluster (no cluster.json, nothing a cluster makes): nothing was removed; is --home right?", .0.display())]
+    NotACluster(PathBuf),
     #[error("removing {}", path.display())]
     Remove {
         path: PathBuf,
@@ -258,6 +260,11 @@ pub fn down(home: &Home, quiet: bool) -> Result<(), LifecycleError> {
         say("no local cluster found; nothing to remove");
         return Ok(());
     }
+    // A directory without a cluster record that holds nothing a cluster makes is someone
+    // else's (a mistyped --home, MESHCTL_HOME=$HOME): it is not touched.
+    if record.is_none() && home.own_entries().is_empty() {
+        return Err(LifecycleError::NotACluster(home.dir.clone()));
+    }
     supervisor::stop_daemon(home);
     say("stopped the supervisor and its processes");
     // Without a record no node name is known to be ours.
@@ -291,12 +298,17 @@ pub fn down(home: &Home, quiet: bool) -> Result<(), LifecycleError> {
     if record.as_ref().is_some_and(|r| r.mounted_bpffs) {
         let _ = run("umount", &[BPFFS]);
     }
-    if home.dir.exists() {
-        std::fs::remove_dir_all(&home.dir).map_err(|source| LifecycleError::Remove {
-            path: home.dir.clone(),
-            source,
-        })?;
+    let gone = home.remove().map_err(|source| LifecycleError::Remove {
+        path: home.dir.clone(),
+        source,
+    })?;
+    if gone {
+        say(&format!("removed {}", home.dir.display()));
+    } else {
+        say(&format!(
+            "removed the cluster's files from {}; the directory stays, it holds other files",
+            home.dir.display()
+        ));
     }
-    say(&format!("removed {}", home.dir.display()));
     Ok(())
 }
