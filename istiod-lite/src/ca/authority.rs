@@ -124,6 +124,18 @@ impl Authority {
             }
         }
         let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| file_err(key, e))?;
+        // A key of another certificate would start, report ready, and then sign leaves that
+        // no peer can verify: refuse it here, naming both files.
+        let cert_key = certificate_public_key(&cert_pem).map_err(|e| file_err(cert, e))?;
+        if cert_key != key_pair.public_key_raw() {
+            return Err(file_err(
+                key,
+                format!(
+                    "this private key does not belong to the CA certificate {} (their public keys differ)",
+                    cert.display()
+                ),
+            ));
+        }
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key_pair).map_err(|e| file_err(cert, e))?;
         let (intermediates, root_pem) = match root {
@@ -295,4 +307,43 @@ pub fn check_csr(csr_pem: &str, expected_uri: &str) -> Result<SubjectPublicKeyIn
         });
     }
     Ok(spki)
+}
+
+/// The subject public key of the first certificate in `pem`, as raw bytes.
+fn certificate_public_key(pem: &str) -> Result<Vec<u8>, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        Authority::load_or_create(a.path(), "cluster.local").unwrap();
+        Authority::load_or_create(b.path(), "cluster.local").unwrap();
+        // Each pair loads again as it is.
+        Authority::load_or_create(a.path(), "cluster.local").unwrap();
+        // A's certificate with B's key.
+        let err = Authority::from_files(
+            &a.path().join("root-cert.pem"),
+            &b.path().join("root-key.pem"),
+            None,
+            "cluster.local",
+        )
+        .err()
+        .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("does not belong to the CA certificate"),
+            "{text}"
+        );
+        assert!(text.contains("root-key.pem"), "{text}");
+    }
 }
