@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -32,27 +31,6 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
     .await
     .ok()
     .map(|()| start.elapsed())
-}
-
-/// A TLS connection to the xDS port that trusts the mesh root and offers `h2`.
-async fn tls_client(
-    running: &istiod_lite::app::Running,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in mesh_core::tls::parse_certs(&running.root_cert_pem, "root").unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(mesh_core::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(running.xds_addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .expect("the TLS handshake itself succeeds")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -299,6 +299,21 @@ struct Connection {
     next_nonce: u64,
 }
 
+/// The longest client-sent text written to the log as it is (a NACK's message can be large).
+const MAX_LOGGED_MESSAGE: usize = 1024;
+
+/// `text` cut at `max` bytes (on a character boundary), saying how long it was.
+fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len()).into()
+}
+
 /// Why a stream ended.
 enum End {
     ClientClosed,
@@ -316,6 +331,15 @@ impl Connection {
             tokio::select! {
                 msg = inbound.next() => match msg {
                     None => break End::ClientClosed,
+                    // A request that does not decode is the client's error, and it is told so.
+                    Some(Err(status)) if status.code() == tonic::Code::Internal => {
+                        let refusal = Status::invalid_argument(format!(
+                            "a DeltaDiscoveryRequest did not decode: {}",
+                            truncated(status.message(), MAX_LOGGED_MESSAGE)
+                        ));
+                        let _ = self.tx.send(Out::End(refusal.clone())).await;
+                        break End::ClientError(refusal);
+                    }
                     Some(Err(status)) => break End::ClientError(status),
                     Some(Ok(req)) => {
                         if let Err(status) = self.authenticator.authenticate(&self.credentials) {
@@ -451,7 +475,7 @@ impl Connection {
                     .with_label_values(&[&pending.type_url])
                     .inc();
                 tracing::warn!(caller = %self.caller, peer = %self.peer, type_url = %pending.type_url,
-                    nonce = %req.response_nonce, code = err.code, message = %err.message,
+                    nonce = %req.response_nonce, code = err.code, message = %truncated(&err.message, MAX_LOGGED_MESSAGE),
                     "xDS response NACKed by the client; it keeps its last good resources");
             }
             None => tracing::debug!(caller = %self.caller, type_url = %pending.type_url,
@@ -542,5 +566,20 @@ impl Connection {
             },
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_client_text_is_cut_on_a_character_boundary() {
+        assert_eq!(truncated("short", 10), "short");
+        let long = "é".repeat(600);
+        let cut = truncated(&long, 1023);
+        assert!(cut.starts_with(&"é".repeat(511)), "{cut}");
+        assert!(cut.ends_with("... (1200 bytes in all)"), "{cut}");
+        assert!(cut.len() < 1100);
     }
 }

@@ -105,3 +105,26 @@ impl AdsStream {
             .is_err()
     }
 }
+
+/// A TLS connection to the xDS port that trusts the mesh root and offers `h2`.
+pub async fn tls_client(
+    running: &istiod_lite::app::Running,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in mesh_core::tls::parse_certs(&running.root_cert_pem, "root").unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(mesh_core::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(running.xds_addr)
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("the TLS handshake itself succeeds")
+}
