@@ -2,6 +2,7 @@
 //! read with curl: `/debug/status` (policy conditions), `/debug/config` (object counts and
 //! rejected documents), `/debug/xds` (served resources per type).
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use hyper::body::Incoming;
@@ -45,9 +46,16 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
+    fn handle(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if req.method() != Method::GET {
             return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
+        }
+        if req.uri().path().starts_with("/debug") && !debug_allowed(peer) {
+            return respond(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "the /debug views are served to local clients only (run curl on the control plane's host, or kubectl port-forward)\n",
+            );
         }
         match req.uri().path() {
             "/ready" | "/healthz/ready" => {
@@ -108,10 +116,41 @@ impl Monitor {
     }
 }
 
+/// The debug views show every object, status and rejected document: the monitoring port
+/// serves them only to clients on this host. `/ready` and `/metrics` stay open to probes and
+/// scrapers from anywhere.
+fn debug_allowed(peer: SocketAddr) -> bool {
+    let ip = match peer.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(std::net::IpAddr::V6(v6)),
+        ip => ip,
+    };
+    ip.is_loopback()
+}
+
 /// Serves the monitoring port until the task is dropped.
 pub async fn serve(listener: TcpListener, monitor: Arc<Monitor>) {
-    admin_port::serve(listener, "monitoring", move |req: &Request<Incoming>| {
-        monitor.handle(req)
-    })
+    admin_port::serve(
+        listener,
+        "monitoring",
+        move |req: &Request<Incoming>, peer| monitor.handle(req, peer),
+    )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_views_are_for_local_clients_only() {
+        for local in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert!(debug_allowed(local.parse().unwrap()), "{local}");
+        }
+        for remote in ["10.0.0.7:5000", "[fd00::7]:5000", "[::ffff:10.0.0.7]:5000"] {
+            assert!(!debug_allowed(remote.parse().unwrap()), "{remote}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! people read the same thing from every binary.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,14 +53,15 @@ pub fn readiness(missing: &[&str]) -> Response<Body> {
     }
 }
 
-/// Serves `handle` on `listener` until the task is dropped; `port` names it in logs.
+/// Serves `handle` on `listener` until the task is dropped; `port` names it in logs. The
+/// handler is told who asks (some views are for local eyes only).
 pub async fn serve<F>(listener: TcpListener, port: &'static str, handle: F)
 where
-    F: Fn(&Request<Incoming>) -> Response<Body> + Send + Sync + 'static,
+    F: Fn(&Request<Incoming>, SocketAddr) -> Response<Body> + Send + Sync + 'static,
 {
     let handle = Arc::new(handle);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors, most likely: wait instead of spinning.
@@ -71,7 +73,7 @@ where
         let handle = handle.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let resp = handle(&req);
+                let resp = handle(&req, peer);
                 async move { Ok::<_, Infallible>(resp) }
             });
             if let Err(e) = http1::Builder::new()
@@ -114,7 +116,8 @@ mod tests {
     async fn serves_over_a_real_socket() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, "test", |req| {
+        let server = tokio::spawn(serve(listener, "test", |req, peer| {
+            assert!(peer.ip().is_loopback());
             respond(StatusCode::OK, "text/plain", req.uri().path().to_string())
         }));
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -46,7 +46,7 @@ pub async fn serve(listener: TcpListener, port: Port, admin: Arc<Admin>) {
         Port::Metrics => "metrics",
         Port::Readiness => "readiness",
     };
-    admin_port::serve(listener, name, move |req: &Request<Incoming>| {
+    admin_port::serve(listener, name, move |req: &Request<Incoming>, _| {
         admin.handle(port, req.uri().path())
     })
     .await
