@@ -202,10 +202,10 @@ fn lookup(dir: &Path, namespace: &str, name: &str) -> (Option<Pod>, Option<Names
     };
     let (mut pod, mut ns) = (None, None);
     for file in files {
-        let bytes = match std::fs::read(&file) {
+        let bytes = match cluster_dir::read(&file) {
             Ok(b) => b,
             Err(e) => {
-                warn(&format!("skipping {}: {e}", file.display()));
+                warn(&format!("skipping a file: {e}"));
                 continue;
             }
         };

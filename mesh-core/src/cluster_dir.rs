@@ -41,14 +41,59 @@ pub enum ClusterDirError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is {size} bytes, more than the {MAX_FILE_BYTES} a config file may hold; it is not read", path.display())]
+    TooLarge { path: PathBuf, size: u64 },
 }
+
+/// The largest file read as config. A Kubernetes object is at most 1.5 MiB (etcd's request
+/// limit), so this holds several of the largest; past it a file is refused unread, so one
+/// runaway file cannot make every reader hold it in memory.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
 
 impl ClusterDirError {
     /// The directory or file does not exist (a reader may treat that as empty).
     pub fn is_not_found(&self) -> bool {
-        let (ClusterDirError::Walk { source, .. } | ClusterDirError::Write { source, .. }) = self;
-        source.kind() == std::io::ErrorKind::NotFound
+        match self {
+            ClusterDirError::Walk { source, .. }
+            | ClusterDirError::Write { source, .. }
+            | ClusterDirError::Read { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            ClusterDirError::TooLarge { .. } => false,
+        }
     }
+}
+
+/// Reads a config file whole, refusing one over [`MAX_FILE_BYTES`] without reading it.
+pub fn read(path: &Path) -> Result<Vec<u8>, ClusterDirError> {
+    use std::io::Read as _;
+    let read_err = |source| ClusterDirError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let size = file.metadata().map_err(read_err)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(ClusterDirError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+        });
+    }
+    // Bounded also when the file grows while it is read.
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ClusterDirError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
 }
 
 /// The directory of a kind: its name in lower case (`pod`, `authorizationpolicy`).
@@ -165,6 +210,8 @@ impl fmt::Display for Rejection {
 pub struct Parsed {
     /// Objects that decoded and validated, in document order.
     pub objects: Vec<Object>,
+    /// The document number (1-based) of each of `objects`.
+    pub documents: Vec<usize>,
     /// Documents that were refused.
     pub rejections: Vec<Rejection>,
     /// Keys of refused documents that could still be identified.
@@ -250,8 +297,20 @@ pub fn parse_documents(source: &str, text: &str) -> Parsed {
         let rejection = match Object::from_value(value.clone()) {
             Ok(object) => match object.validate() {
                 Ok(()) => {
-                    parsed.objects.push(object);
-                    continue;
+                    let key = object.key();
+                    match parsed.objects.iter().position(|o| o.key() == key) {
+                        // Two definitions in one file: the first is the object, the later one
+                        // is refused rather than silently replacing it.
+                        Some(first) => reject(format!(
+                            "a second definition of {key} in this file; the one of document {} is used",
+                            parsed.documents[first]
+                        )),
+                        None => {
+                            parsed.objects.push(object);
+                            parsed.documents.push(document);
+                            continue;
+                        }
+                    }
                 }
                 Err(e) => {
                     parsed.rejected_keys.push(object.key());
@@ -399,6 +458,49 @@ spec:
         assert_eq!(parsed.rejections[0].document, 1);
         assert_eq!(parsed.objects.len(), 1);
         assert_eq!(parsed.objects[0].key().name, "b");
+    }
+
+    #[test]
+    fn a_second_definition_in_one_file_is_refused_and_the_first_kept() {
+        let text =
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo, labels: {a: one}}\n---\n\
+                    apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n---\n\
+                    apiVersion: v1\nkind: Namespace\nmetadata: {name: demo, labels: {a: two}}\n";
+        let parsed = parse_documents("ns.yaml", text);
+        assert_eq!(parsed.objects.len(), 2);
+        assert_eq!(parsed.documents, [1, 2]);
+        let Object::Namespace(first) = &parsed.objects[0] else {
+            panic!()
+        };
+        assert_eq!(first.metadata.labels["a"], "one");
+        assert_eq!(parsed.rejections.len(), 1);
+        let r = &parsed.rejections[0];
+        assert_eq!((r.document, r.name.as_str()), (3, "demo"));
+        assert!(
+            r.reason.contains("second definition of Namespace demo")
+                && r.reason.contains("document 1 is used"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        let file = std::fs::File::create(&big).unwrap();
+        file.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let err = read(&big).unwrap_err();
+        assert!(
+            matches!(err, ClusterDirError::TooLarge { size, .. } if size == MAX_FILE_BYTES + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("more than the 8388608"), "{err}");
+        file.set_len(10).unwrap();
+        assert_eq!(read(&big).unwrap().len(), 10);
+        assert!(read(&dir.path().join("missing.yaml"))
+            .unwrap_err()
+            .is_not_found());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use mesh_core::cluster_dir::{self, Depth};
 use notify::event::{AccessKind, AccessMode, EventKind, MetadataKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 
-use crate::store::{PartContent, Store};
+use crate::store::{PartContent, Rejection, Store};
 
 /// How long to wait after a change event for more events before re-reading.
 const DEBOUNCE: Duration = Duration::from_millis(10);
@@ -54,10 +54,41 @@ fn part_content(source: &str, parsed: cluster_dir::Parsed) -> PartContent {
 pub struct DirectorySource {
     dir: PathBuf,
     store: Arc<Store>,
-    /// Bytes of each file as last read.
-    seen: HashMap<PathBuf, Vec<u8>>,
+    /// What each file held when last read.
+    seen: HashMap<PathBuf, Seen>,
     /// Reads of the whole tree so far.
     reads: Arc<AtomicU64>,
+}
+
+/// What a file held when last read: a fingerprint of its bytes (not the bytes: a reader that
+/// kept copies of every file would hold the whole tree in memory twice) and its object count.
+struct Seen {
+    digest: u64,
+    objects: usize,
+}
+
+/// A fingerprint of a file's bytes, to tell whether it changed since the last read.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// A file that could not be read (too large, no permission): one rejection, and the part is
+/// incomplete so the objects it held before are kept.
+fn unreadable(name: &str, e: &cluster_dir::ClusterDirError) -> PartContent {
+    tracing::warn!(file = %name, error = %e, "config file refused; the objects it held before stay");
+    PartContent {
+        rejections: vec![Rejection {
+            source: name.to_string(),
+            document: 0,
+            reason: e.to_string(),
+            ..Default::default()
+        }],
+        incomplete: true,
+        ..Default::default()
+    }
 }
 
 /// Whether a watch event can mean the directory's content changed. Opening, reading and
@@ -95,23 +126,37 @@ impl DirectorySource {
         let mut parts = Vec::new();
         let mut present = std::collections::HashSet::new();
         for path in files {
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
+            let name = path.display().to_string();
+            let read = cluster_dir::read(&path);
+            let digest = match &read {
+                Ok(bytes) => fingerprint(bytes),
                 // Removed between the walk and the read: the next event handles it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot read config file");
-                    present.insert(path);
-                    continue;
-                }
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => fingerprint(e.to_string().as_bytes()),
             };
             present.insert(path.clone());
-            if self.seen.get(&path) == Some(&bytes) {
+            let before = self.seen.get(&path);
+            if before.is_some_and(|s| s.digest == digest) {
                 continue;
             }
-            let name = path.display().to_string();
-            let content = part_content(&name, cluster_dir::parse_bytes(&name, &bytes));
-            self.seen.insert(path, bytes);
+            let content = match read {
+                Ok(bytes) => part_content(&name, cluster_dir::parse_bytes(&name, &bytes)),
+                // Too large or unreadable: refused whole, and what it held before stays.
+                Err(e) => unreadable(&name, &e),
+            };
+            let (held, holds) = (before.map_or(0, |s| s.objects), content.objects.len());
+            if holds < held && !content.incomplete {
+                // A writer that truncates a file before writing it makes its objects vanish
+                // for a moment; say so, since that deletes them everywhere.
+                tracing::info!(file = %name, before = held, now = holds,
+                    "a config file holds fewer objects than before: the others are deleted (write config files whole, by renaming a finished file over the old one)");
+            }
+            let objects = if content.incomplete {
+                held.max(holds)
+            } else {
+                holds
+            };
+            self.seen.insert(path, Seen { digest, objects });
             parts.push((name, Some(content)));
         }
         let gone: Vec<PathBuf> = self
@@ -121,7 +166,10 @@ impl DirectorySource {
             .cloned()
             .collect();
         for path in gone {
-            self.seen.remove(&path);
+            if let Some(seen) = self.seen.remove(&path) {
+                tracing::info!(file = %path.display(), objects = seen.objects,
+                    "a config file is gone: its objects are deleted");
+            }
             parts.push((path.display().to_string(), None));
         }
         let changed = parts.len();
@@ -219,6 +267,47 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         task.abort();
+    }
+
+    #[test]
+    fn a_file_grown_past_the_limit_is_refused_and_its_objects_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ns.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n",
+        )
+        .unwrap();
+        let store = Store::new();
+        let mut source = DirectorySource::new(dir.path().to_path_buf(), store.clone());
+        assert_eq!(source.sync().unwrap(), 1);
+        assert_eq!(store.snapshot().namespaces.len(), 1);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(cluster_dir::MAX_FILE_BYTES + 1)
+            .unwrap();
+        assert_eq!(source.sync().unwrap(), 1);
+        assert_eq!(
+            store.snapshot().namespaces.len(),
+            1,
+            "the last good objects stay"
+        );
+        let rejections = store.rejections();
+        assert_eq!(rejections.len(), 1);
+        assert!(
+            rejections[0].reason.contains("more than the"),
+            "{}",
+            rejections[0].reason
+        );
+        // Unchanged since: not read into the store again.
+        assert_eq!(source.sync().unwrap(), 0);
+        // Emptied: the file holds nothing now, so its object goes (and a line says so).
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(source.sync().unwrap(), 1);
+        assert!(store.snapshot().namespaces.is_empty());
+        assert!(store.rejections().is_empty());
     }
 
     #[test]

@@ -59,16 +59,24 @@ pub(super) fn read_sources(
             None => {
                 let mut text = String::new();
                 stdin
+                    .take(cluster_dir::MAX_FILE_BYTES + 1)
                     .read_to_string(&mut text)
                     .map_err(|e| format!("cannot read standard input: {e}"))?;
+                if text.len() as u64 > cluster_dir::MAX_FILE_BYTES {
+                    return Err(format!(
+                        "standard input holds more than the {} bytes one input may",
+                        cluster_dir::MAX_FILE_BYTES
+                    ));
+                }
                 inputs.push(Input {
                     name: "-".into(),
                     text,
                 });
             }
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let bytes = cluster_dir::read(&path).map_err(|e| e.to_string())?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
                 inputs.push(Input {
                     name: path.display().to_string(),
                     text,

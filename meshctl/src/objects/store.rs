@@ -131,9 +131,9 @@ pub(super) fn load_file(path: &Path) -> Result<Option<Value>, ApiError> {
         path: path.display().to_string(),
         reason,
     };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let text = match cluster_dir::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))?,
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(unreadable(e.to_string())),
     };
     let value: Value = serde_norway::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
