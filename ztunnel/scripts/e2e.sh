@@ -5,25 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-NETNS=(zte-pod1 zte-pod2)
-PIN_ROOT=/sys/fs/bpf/zte
-bpffs_before=$(stat -f -c %T /sys/fs/bpf)
-
-cleanup() {
-    for ns in "${NETNS[@]}"; do
-        d=$PIN_ROOT/$ns
-        for f in link cfg socks stats; do rm -f "$d/$f"; done
-        rmdir "$d" 2>/dev/null || true
-    done
-    rmdir "$PIN_ROOT" 2>/dev/null || true
-    for ns in "${NETNS[@]}"; do
-        if [ -e "/run/netns/$ns" ]; then ip netns del "$ns"; fi
-    done
-    if [ "$bpffs_before" != bpf_fs ] && [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ]; then
-        umount /sys/fs/bpf
-    fi
-}
-trap cleanup EXIT
+. scripts/lab.sh
+lab_trap /sys/fs/bpf/zte zte-pod1 zte-pod2
 
 [ "$(id -u)" = 0 ] || { echo "e2e: must run as root" >&2; exit 1; }
 case "${1:-test}" in
