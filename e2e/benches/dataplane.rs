@@ -22,7 +22,10 @@
 //! Options: `--seconds N` per measurement (default 5), `--runs N` (default 1; figures are the
 //! median over runs), `--perf DIR` (record both ztunnels with `perf` during the 1-stream and
 //! the keep-alive loads, `<DIR>/stream.perf.data` and `<DIR>/keepalive.perf.data`),
-//! `--relay-mode event-loop|threads` (the floor's relay design, default `event-loop`).
+//! `--relay-mode event-loop|threads` (the floor's relay design, default `event-loop`),
+//! `--flood N` (instead of the above: [`flood`], N silent and slow connections from one pod to
+//! another's HBONE port, with ztunnel's memory and the mesh path's latency before, during and
+//! after).
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -357,6 +360,7 @@ fn main() {
         .map(String::as_str)
         .unwrap_or("event-loop");
     let ticks: f64 = sh(&["getconf", "CLK_TCK"]).trim().parse().unwrap_or(100.0);
+    let flood_connections = arg("--flood", 0);
 
     println!("== cluster: 2 nodes, istiod-lite, a ztunnel per node");
     let mut c = Cluster::up(2);
@@ -459,6 +463,19 @@ fn main() {
     // Idle again: what the heap keeps after a load (freed memory glibc does not return).
     std::thread::sleep(Duration::from_millis(500));
     let after_load_rss = rss_report(&zt, "idle after the warm-up load");
+
+    if flood_connections > 0 {
+        flood(
+            &c,
+            &mesh,
+            dclient,
+            &server_ip,
+            zt[1],
+            flood_connections,
+            secs,
+        );
+        return;
+    }
 
     let mut f = Figures::default();
     let peak = RssPeak::start(zt.clone());
@@ -622,5 +639,159 @@ fn main() {
         f.get("relay", "cpu") / f.get("direct", "srv"),
         f.get("mesh", "cpu") / f.get("mesh", "srv"),
         ok(f.get("mesh", "cpu") <= 0.025)
+    );
+}
+
+/// A pod outside the mesh holding connections to another pod's HBONE port: half never send a
+/// byte, half send a ClientHello one byte every 2 s. Prints what it managed to open, how the
+/// server's ztunnel closed them, and its summary line.
+const FLOODER: &str = r#"
+import resource, selectors, socket, sys, time
+host, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 256, n + 256))
+socks, failed, sel = [], 0, selectors.DefaultSelector()
+for i in range(0, n, 500):
+    batch = []
+    for _ in range(min(500, n - i)):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        sel.register(s, selectors.EVENT_WRITE)
+        batch.append(s)
+    deadline, left = time.time() + 5, len(batch)
+    while left and time.time() < deadline:
+        for key, _ in sel.select(0.5):
+            s = key.fileobj
+            sel.unregister(s)
+            left -= 1
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                socks.append(s)
+            else:
+                failed += 1
+                s.close()
+    for key in list(sel.get_map().values()):
+        sel.unregister(key.fileobj)
+        key.fileobj.close()
+        failed += 1
+opened = time.time()
+print("OPENED %d FAILED %d" % (len(socks), failed), flush=True)
+hello = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03])
+for k, s in enumerate(socks):
+    sel.register(s, selectors.EVENT_READ, k)
+closed_at, step, next_send = {}, 0, opened
+while time.time() < opened + hold:
+    if time.time() >= next_send:
+        for k, s in enumerate(socks):
+            if k % 2 == 1 and k not in closed_at:
+                try:
+                    s.send(hello[step % len(hello):][:1])
+                except OSError:
+                    pass
+        step, next_send = step + 1, next_send + 2
+    for key, _ in sel.select(0.2):
+        try:
+            data = key.fileobj.recv(64)
+        except BlockingIOError:
+            continue
+        except OSError:
+            data = b""
+        if data == b"":
+            closed_at[key.data] = time.time() - opened
+            sel.unregister(key.fileobj)
+quick = sum(1 for t in closed_at.values() if t < 1.0)
+print("CLOSED_BY_SERVER %d OF %d WITHIN_1S %d LAST_AT %.1f" % (len(closed_at), len(socks), quick,
+      max(closed_at.values(), default=0.0)), flush=True)
+"#;
+
+/// Open file descriptors of a process.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The flood benchmark: `n` connections from `flooder` (a pod outside the mesh) to the server
+/// pod's port 15008, held `secs` * 3 seconds, while the mesh path's latency and keep-alive rate
+/// are measured; the server node's ztunnel (`zt`) is watched for memory and descriptors.
+fn flood(c: &Cluster, mesh: &Path, flooder: usize, server_ip: &str, zt: u32, n: u32, secs: u32) {
+    let hold = (secs * 3).max(15);
+    println!(
+        "== flood: {n} connections from a pod outside the mesh to {server_ip}:15008, held {hold} s"
+    );
+    let rss_before = status_kib(zt, "VmRSS");
+    let fds_before = fds(zt);
+    let quiet_lat = wrk(c, mesh, 1, secs, &[]);
+    let quiet_load = wrk(c, mesh, 16, secs, &[]);
+    println!(
+        "  before: ztunnel node2 RSS {rss_before} KiB, {fds_before} fds; mesh p50 {:.0} us, p99 {:.0} us, {:.0} req/s at 16 conns",
+        quiet_lat.p50_us, quiet_lat.p99_us, quiet_load.rps
+    );
+    let peak = RssPeak::start(vec![zt]);
+    let netns = c.pods[flooder].netns.clone();
+    let (host, count, hold_s) = (server_ip.to_string(), n.to_string(), hold.to_string());
+    let attacker = std::thread::spawn(move || {
+        netns_cmd(
+            &netns,
+            &["python3", "-c", FLOODER, &host, "15008", &count, &hold_s],
+        )
+    });
+    // Measured while the connections are held (the flooder opens them in about a second).
+    std::thread::sleep(Duration::from_secs(1));
+    let fds_during = fds(zt);
+    let busy_lat = wrk(c, mesh, 1, secs, &[]);
+    let busy_load = wrk(c, mesh, 16, secs, &[]);
+    let fds_held = fds(zt);
+    let report = attacker
+        .join()
+        .expect("flooder thread")
+        .unwrap_or_else(|e| panic!("flooder: {e}"));
+    let rss_peak = peak.finish();
+    // Once the flooder is gone, what stays.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = status_kib(zt, "VmRSS");
+    let fds_after = fds(zt);
+    let metrics = c
+        .node_get(1, "127.0.0.1:15020", "/metrics")
+        .expect("server ztunnel metrics");
+    let closed = |reason: &str| {
+        metric(
+            &metrics,
+            "ztunnel_inbound_hbone_connections_closed_total",
+            &[("reason", reason)],
+        )
+    };
+    println!("  flooder: {}", report.replace('\n', "; "));
+    println!("\n== flood results ({n} connections from one pod, ztunnel defaults: 512 per source, 10 s handshake bound)");
+    println!("| figure | before | during the flood | after | ratio during / before |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| ztunnel node2 RSS (KiB) | {rss_before} | peak {rss_peak} | {rss_after} | {:.2}x |",
+        rss_peak as f64 / rss_before as f64
+    );
+    println!(
+        "| ztunnel node2 open fds | {fds_before} | {fds_during} (1 s in), {fds_held} (after {}) | {fds_after} | |",
+        2 * secs
+    );
+    println!(
+        "| mesh HTTP p50, 1 connection (us) | {:.0} | {:.0} | | {:.2}x |",
+        quiet_lat.p50_us,
+        busy_lat.p50_us,
+        busy_lat.p50_us / quiet_lat.p50_us
+    );
+    println!(
+        "| mesh HTTP p99, 1 connection (us) | {:.0} | {:.0} | | {:.2}x |",
+        quiet_lat.p99_us,
+        busy_lat.p99_us,
+        busy_lat.p99_us / quiet_lat.p99_us
+    );
+    println!(
+        "| mesh keep-alive req/s, 16 connections | {:.0} | {:.0} | | {:.2}x |",
+        quiet_load.rps,
+        busy_load.rps,
+        busy_load.rps / quiet_load.rps
+    );
+    println!(
+        "| closed by ztunnel: source limit / handshake timeout / idle | | {} / {} / {} | | |",
+        closed("source_limit"),
+        closed("handshake_timeout"),
+        closed("idle")
     );
 }
