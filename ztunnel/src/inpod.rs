@@ -16,6 +16,7 @@
 //! again on every config change (see `connections`). Each connection is counted and logged
 //! through `telemetry`.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use mesh_bpf::{PinDir, ProxySockets, SockSlot};
 use mesh_core::hbone;
 use mesh_core::identity::manager::IdentityManager;
 use mesh_core::identity::Identity;
+use mesh_core::mtls::WorkloadCertificate;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -53,6 +55,9 @@ pub struct Shared {
     pub hbone_limits: hbone::ServerLimits,
     /// Inbound HBONE connections held per source address, over every pod of the node.
     pub hbone_sources: Arc<hbone::SourceLimit>,
+    /// The TLS server settings of each identity's current certificate, built once per
+    /// certificate rather than once per connection.
+    acceptors: std::sync::Mutex<HashMap<Identity, (Arc<WorkloadCertificate>, TlsAcceptor)>>,
 }
 
 /// Inbound HBONE connections one source address may hold at once, by default: far more than
@@ -71,7 +76,26 @@ impl Shared {
             metrics: Default::default(),
             hbone_limits: hbone::ServerLimits::default(),
             hbone_sources: hbone::SourceLimit::new(DEFAULT_HBONE_CONNECTIONS_PER_SOURCE as usize),
+            acceptors: Default::default(),
         }
+    }
+
+    /// The TLS acceptor for `id`'s current certificate: built when the certificate is new
+    /// (first use, or renewed), shared by every connection until then.
+    fn acceptor(
+        &self,
+        id: &Identity,
+        cert: &Arc<WorkloadCertificate>,
+    ) -> Result<TlsAcceptor, mesh_core::tls::TlsError> {
+        let mut acceptors = self.acceptors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((held, acceptor)) = acceptors.get(id) {
+            if Arc::ptr_eq(held, cert) {
+                return Ok(acceptor.clone());
+            }
+        }
+        let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()?));
+        acceptors.insert(id.clone(), (cert.clone(), acceptor.clone()));
+        Ok(acceptor)
     }
 
     /// With other inbound HBONE bounds than the defaults.
@@ -411,7 +435,7 @@ async fn hbone_in(
     peer: SocketAddr,
 ) -> anyhow::Result<()> {
     let cert = shared.identities.certificate(&pod.identity).await?;
-    let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()?));
+    let acceptor = shared.acceptor(&pod.identity, &cert)?;
     let limits = shared.hbone_limits;
     let (me, this_pod) = (shared.clone(), pod.clone());
     let served = hbone::serve(tcp, &acceptor, limits, move |req| {
