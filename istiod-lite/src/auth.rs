@@ -85,8 +85,8 @@ impl TokenFileAuthenticator {
     fn load(&self) -> Result<HashMap<String, Caller>, String> {
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let file: TokenFile =
-            serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let file: TokenFile = mesh_core::cluster_dir::from_yaml(&text)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
         let mut map = HashMap::new();
         for (i, entry) in file.tokens.into_iter().enumerate() {
             let caller = match (entry.node, entry.namespace, entry.service_account) {

@@ -224,6 +224,39 @@ pub struct Parsed {
     pub ignored_kinds: Vec<String>,
 }
 
+/// Decodes one YAML (or JSON) document of any shape. The YAML library panics on some malformed
+/// input (found by the fuzz test); that is an error here like any other, never a crash of the
+/// reader. Every YAML read of outside input goes through this or [`parse_documents`].
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    std::panic::catch_unwind(|| serde_norway::from_str::<T>(text))
+        .map_err(|_| "the YAML parser gave up on this text".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// The documents of a YAML stream, each decoded as [`from_yaml`] does; the stream ends at the
+/// first document the parser cannot read past.
+pub fn yaml_documents(text: &str) -> impl Iterator<Item = Result<Value, String>> + '_ {
+    let mut docs = serde_norway::Deserializer::from_str(text);
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            docs.next().map(Value::deserialize)
+        }));
+        match next {
+            Ok(Some(Ok(v))) => Some(Ok(v)),
+            Ok(Some(Err(e))) => Some(Err(e.to_string())),
+            Ok(None) => None,
+            Err(_) => {
+                done = true;
+                Some(Err("the YAML parser gave up on this document".into()))
+            }
+        }
+    })
+}
+
 /// Parses a file's bytes; text that is not UTF-8 is one rejection.
 pub fn parse_bytes(source: &str, bytes: &[u8]) -> Parsed {
     match std::str::from_utf8(bytes) {
@@ -248,9 +281,9 @@ pub fn parse_bytes(source: &str, bytes: &[u8]) -> Parsed {
 pub fn parse_documents(source: &str, text: &str) -> Parsed {
     let mut parsed = Parsed::default();
     let mut last_error = None;
-    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+    for (i, decoded) in yaml_documents(text).enumerate() {
         let document = i + 1;
-        let value = match Value::deserialize(doc) {
+        let value = match decoded {
             Ok(v) => v,
             Err(e) => {
                 // After a syntax error the parser has no place to resume: it yields the same
@@ -458,6 +491,26 @@ spec:
         assert_eq!(parsed.rejections[0].document, 1);
         assert_eq!(parsed.objects.len(), 1);
         assert_eq!(parsed.objects[0].key().name, "b");
+    }
+
+    #[test]
+    fn yaml_the_parser_panics_on_is_a_rejection() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\n\
+                    apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+                    metadata: {name: default, namespace: demo}\nspec: {mtls: {mode: *aSTRICT}}\n";
+        let parsed = parse_documents("pa.yaml", text);
+        assert_eq!(
+            parsed.objects.len(),
+            1,
+            "the document before it still counts"
+        );
+        // The library reports the unknown anchor, then panics reading on: both are rejections.
+        assert!(parsed.incomplete);
+        assert_eq!(parsed.rejections[0].document, 2, "{:?}", parsed.rejections);
+        assert!(parsed
+            .rejections
+            .iter()
+            .all(|r| r.reason.starts_with("not valid YAML")));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!   exact name when the [`Lab`] drops (also when the test panics);
 //! * [`command`]: [`sh`], run a command and panic with its stderr if it fails;
 //! * [`poll`]: [`eventually`] and [`eventually_async`], poll a check until it holds or a deadline
-//!   passes, then panic with the check's last error.
+//!   passes, then panic with the check's last error;
+//! * [`fuzz`](mod@fuzz): [`fuzz()`], drive a parser of outside input with inputs mutated from
+//!   seeds, as a plain test.
 //!
 //! The control-plane harness (an in-process istiod-lite with its own config directory, token file
 //! and state directory) is not here but in istiod-lite itself, as `istiod_lite::testing` behind
@@ -17,9 +19,11 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod fuzz;
 pub mod lab;
 pub mod poll;
 
 pub use command::sh;
+pub use fuzz::fuzz;
 pub use lab::{netns_path, Lab};
 pub use poll::{eventually, eventually_async, Check};

@@ -5,7 +5,6 @@ use std::io::Read;
 use std::path::Path;
 
 use mesh_core::cluster_dir::{self, Depth};
-use serde::Deserialize;
 use serde_json::Value;
 
 /// A document of an input, with where it came from.
@@ -96,10 +95,10 @@ pub(super) fn split_documents(input: &Input) -> (Vec<Document>, Option<String>) 
         input.name.as_str()
     };
     let mut documents = Vec::new();
-    for (i, doc) in serde_norway::Deserializer::from_str(&input.text).enumerate() {
-        let value = match Value::deserialize(doc) {
+    for (i, doc) in cluster_dir::yaml_documents(&input.text).enumerate() {
+        let value = match doc {
             Ok(v) => v,
-            Err(e) => return (documents, Some(e.to_string())),
+            Err(e) => return (documents, Some(e)),
         };
         let location = format!("{source}, document {}", i + 1);
         let is_list = value.get("kind").and_then(Value::as_str) == Some("List")

@@ -136,7 +136,7 @@ pub(super) fn load_file(path: &Path) -> Result<Option<Value>, ApiError> {
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(unreadable(e.to_string())),
     };
-    let value: Value = serde_norway::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+    let value: Value = cluster_dir::from_yaml(&text).map_err(unreadable)?;
     if !value.is_object() {
         return Err(unreadable("it does not hold an object".into()));
     }
