@@ -95,11 +95,7 @@ fn get_at(
                 Some(item) => found.push(item),
                 None => {
                     ok = false;
-                    writeln!(
-                        err,
-                        "Error from server (NotFound): {} {name:?} not found",
-                        resource.qualified_plural()
-                    )?;
+                    writeln!(err, "{}", resource.not_found(name))?;
                 }
             }
         }

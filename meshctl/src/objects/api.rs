@@ -248,11 +248,7 @@ impl Api {
                 Ok(true) => writeln!(out, "{} {name:?} deleted", resource.type_name())?,
                 Ok(false) => {
                     ok = false;
-                    writeln!(
-                        err,
-                        "Error from server (NotFound): {} {name:?} not found",
-                        resource.qualified_plural()
-                    )?;
+                    writeln!(err, "{}", resource.not_found(name))?;
                 }
                 Err(e) => {
                     ok = false;
@@ -344,11 +340,7 @@ impl Api {
         };
         let key = scoped_key(resource.kind, namespace, name);
         let Some(mut object) = self.store.load_key(&key)? else {
-            writeln!(
-                err,
-                "Error from server (NotFound): {} {name:?} not found",
-                resource.qualified_plural()
-            )?;
+            writeln!(err, "{}", resource.not_found(name))?;
             writeln!(err, "{}", not_found_hint(resource.kind, namespace, name))?;
             return Ok(false);
         };

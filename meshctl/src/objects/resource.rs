@@ -63,6 +63,14 @@ impl Resource {
     pub fn qualified_plural(&self) -> String {
         with_group(self.plural.to_string(), self.group)
     }
+
+    /// kubectl's line for an object of this resource that does not exist.
+    pub fn not_found(&self, name: &str) -> String {
+        format!(
+            "Error from server (NotFound): {} {name:?} not found",
+            self.qualified_plural()
+        )
+    }
 }
 
 fn with_group(name: String, group: &str) -> String {
