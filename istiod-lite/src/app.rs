@@ -103,6 +103,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let store = Store::new();
     let (readiness_tx, readiness_rx) = watch::channel(Readiness::default());
+    // Freed memory goes back to the kernel after a burst (many proxies reconnecting at once).
+    mesh_core::memory::spawn_default_trimmer();
     let mut tasks = Vec::new();
 
     // Source: load once, then follow changes.

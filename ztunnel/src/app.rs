@@ -206,6 +206,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )
     })?;
 
+    // Freed connection buffers go back to the kernel after a burst (a flood on 15008).
+    mesh_core::memory::spawn_default_trimmer();
     let mut tasks = vec![
         tokio::spawn(admin::serve(admin_l, Port::Admin, admin.clone())),
         tokio::spawn(admin::serve(metrics_l, Port::Metrics, admin.clone())),
