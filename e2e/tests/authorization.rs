@@ -231,7 +231,8 @@ struct Addrs {
     node1: String,
 }
 
-/// The matrix. Comments flag what differs from Istio; the report of the change says more.
+/// The matrix. Cases marked "differs from Istio" expect our documented behaviour where Istio's
+/// own translation behaves otherwise (`docs/istio-compatibility.md` §10.3).
 fn matrix(ip: &Addrs) -> Vec<Set> {
     use Dst::*;
     use Src::*;
@@ -293,8 +294,8 @@ fn matrix(ip: &Addrs) -> Vec<Set> {
             ],
             cases: vec![
                 t(A, Web(8080), Deny, "the trust domain is part of the principal"),
-                // Differs from Istio: istiod-lite strips `spiffe://` from policy principals;
-                // Istio passes the value as written and its ztunnel never matches it.
+                // istiod-lite strips `spiffe://` from policy principals; Istio passes the
+                // value as written and its ztunnel never matches it (§10.3).
                 t(A, Db(8080), Allow, "spiffe:// accepted (differs from Istio)"),
                 t(B, Db(8080), Deny, "spiffe:// form names sa-a only"),
             ],
@@ -525,8 +526,8 @@ fn matrix(ip: &Addrs) -> Vec<Set> {
                 t(L, Web(8080), Allow, "{} matches plaintext too"),
                 t(A, Db(8080), Deny, "rules: [] denies all"),
                 // An empty source constrains nothing here; Istio's ztunnel skips an empty
-                // match, so there it would match nothing (see the report).
-                t(C, Web2, Allow, "an empty source matches all"),
+                // match, so there it matches nothing (docs/istio-compatibility.md §10.3).
+                t(C, Web2, Allow, "an empty source matches all (differs from Istio)"),
             ],
         },
         Set {
@@ -611,8 +612,8 @@ fn matrix(ip: &Addrs) -> Vec<Set> {
                 t(L, Web(8080), Deny, "an ALLOW of only methods denies all"),
                 t(A, Db(8080), Deny, "the rule with methods is dropped whole"),
                 t(B, Db(8080), Allow, "the L4 rule still allows"),
-                t(C, Web2, Deny, "a DENY of only methods denies all"),
-                t(A, Web2, Deny, "a DENY of only methods denies all"),
+                t(C, Web2, Deny, "a DENY of only methods denies all (differs from Istio)"),
+                t(A, Web2, Deny, "a DENY of only methods denies all (differs from Istio)"),
             ],
         },
         Set {
@@ -627,7 +628,7 @@ fn matrix(ip: &Addrs) -> Vec<Set> {
                     "action: ALLOW, rules: [{when: [{key: \"request.headers[x-user]\", values: [a]}]}]"),
             ],
             cases: vec![
-                t(B, Web(8080), Deny, "a DENY keeps its L4 part: B"),
+                t(B, Web(8080), Deny, "a DENY keeps its L4 part: B (differs from Istio)"),
                 t(A, Web(8080), Allow, "a DENY keeps its L4 part: not A"),
                 t(A, Db(8080), Deny, "remoteIpBlocks needs a waypoint"),
                 t(C, Db(8080), Deny, "requestPrincipals needs a waypoint"),
@@ -647,9 +648,9 @@ fn matrix(ip: &Addrs) -> Vec<Set> {
             cases: vec![
                 t(A, Web(8081), Deny, "the port is denied whatever the method"),
                 t(A, Web(8080), Allow, "another port"),
-                t(A, Db(8080), Deny, "a DENY of only remoteIpBlocks denies all"),
-                t(L, Db(8080), Deny, "a DENY of only remoteIpBlocks denies all"),
-                t(C, Web2, Deny, "a DENY of only a JWT condition denies all"),
+                t(A, Db(8080), Deny, "a DENY of only remoteIpBlocks denies all (differs from Istio)"),
+                t(L, Db(8080), Deny, "a DENY of only remoteIpBlocks denies all (differs from Istio)"),
+                t(C, Web2, Deny, "a DENY of only a JWT condition denies all (differs from Istio)"),
             ],
         },
         Set {
