@@ -24,7 +24,8 @@ if [ "$mode" = bench ]; then
     done
 fi
 
-PODS=(mse-client mse-server mse-local-server mse-legacy mse-dclient mse-dserver)
+PODS=(mse-client mse-server mse-local-server mse-legacy mse-dclient mse-dserver
+      mse-authz-a mse-authz-b mse-authz-c mse-authz-legacy mse-authz-web mse-authz-db mse-authz-web2)
 NETNS=(mse-node1 mse-node2 "${PODS[@]}")
 bpffs_before=$(stat -f -c %T /sys/fs/bpf)
 cleanup() {
@@ -64,5 +65,6 @@ if [ "$mode" = bench ]; then
 else
     cargo build --bins --locked
     cargo test -p mesh-e2e --locked --test ambient -- --ignored --nocapture --test-threads=1
+    cargo test -p mesh-e2e --locked --test authorization -- --ignored --nocapture --test-threads=1
     cargo test -p mesh-e2e --locked --test meshctl -- --ignored --nocapture --test-threads=1
 fi
