@@ -7,6 +7,8 @@
 #   e2e/run.sh bench [ARGS]     the data-path benchmark on the same cluster (release build,
 #                               ztunnel statically linked; ARGS: --seconds N --runs N
 #                               --perf DIR), needs iperf3 and wrk
+#   e2e/run.sh soak [ARGS]      the soak with faults on meshctl's local cluster (release build;
+#                               ARGS: --minutes N --seed N --cert-ttl D); home /tmp/meshctl-soak
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +50,10 @@ cleanup() {
     for home in /tmp/meshctl-e2e-*; do
         [ -d "$home" ] && target/debug/meshctl --home "$home" down --quiet || true
     done
+    # The soak's cluster, by its one home.
+    if [ -d /tmp/meshctl-soak ]; then
+        target/release/meshctl --home /tmp/meshctl-soak down --quiet || true
+    fi
     if [ "$bpffs_before" != bpf_fs ] && [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ]; then
         umount /sys/fs/bpf
     fi
@@ -62,6 +68,10 @@ if [ "$mode" = bench ]; then
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p ztunnel --target "$host"
     export MESH_E2E_ZTUNNEL="$PWD/target/$host/release/ztunnel"
     cargo bench -p mesh-e2e --locked --bench dataplane -- "$@"
+elif [ "$mode" = soak ]; then
+    shift
+    cargo build --release --bins --locked
+    cargo bench -p mesh-e2e --locked --bench soak -- "$@"
 else
     cargo build --bins --locked
     cargo test -p mesh-e2e --locked --test ambient -- --ignored --nocapture --test-threads=1

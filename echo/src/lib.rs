@@ -5,7 +5,8 @@
 //! both can be asked to misbehave (`fault`). `config` says who the server is, `response` is what
 //! handlers hand back (durations like `150ms` are read by `mesh_core::time_text`), and `client` holds the `get` and
 //! `grpc` subcommands a demo pod runs instead of curl; `relay` is a plain TCP forwarder, the
-//! floor the data-path benchmark measures ztunnel against.
+//! floor the data-path benchmark measures ztunnel against; `tcp_echo` sends raw TCP back, byte for
+//! byte, for the soak.
 //!
 //! Other crates embed the server with [`serve`]:
 //!
@@ -28,6 +29,7 @@ pub mod http;
 pub mod relay;
 pub mod response;
 pub mod server;
+pub mod tcp_echo;
 
 pub use config::Config;
 pub use server::serve;

@@ -43,6 +43,18 @@ enum Command {
     Grpc(GrpcArgs),
     /// Forward TCP connections, plainly (the benchmark's floor for a two-hop proxy path).
     Relay(RelayArgs),
+    /// Echo raw TCP: every byte back on the same connection, then FIN after the client's.
+    TcpEcho(TcpEchoArgs),
+}
+
+#[derive(Args)]
+struct TcpEchoArgs {
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 7000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    addr: IpAddr,
 }
 
 #[derive(Args)]
@@ -138,6 +150,16 @@ async fn main() -> ExitCode {
             init_logging("warn", LogTo::Stderr);
             grpc(args).await
         }
+        Command::TcpEcho(args) => {
+            init_logging("info", LogTo::Stdout);
+            match tcp_echo(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mesh-echo tcp-echo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Relay(args) => {
             init_logging("info", LogTo::Stdout);
             for f in &args.forwards {
@@ -208,6 +230,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     mesh_echo::serve(listener, config, shutdown).await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn tcp_echo(args: TcpEchoArgs) -> anyhow::Result<()> {
+    let requested = SocketAddr::new(args.addr, args.port);
+    let listener = TcpListener::bind(requested)
+        .await
+        .with_context(|| format!("listening on {requested}"))?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tracing::info!(addr = %requested, "listening (raw TCP echo)");
+    mesh_echo::tcp_echo::serve(listener, async move {
+        terminate.recv().await;
+    })
+    .await;
     Ok(())
 }
 
