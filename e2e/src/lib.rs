@@ -34,6 +34,20 @@ pub const ADDRESSING: Addressing = Addressing {
 
 pub use mesh_test_support::{eventually, sh};
 
+/// A client for [`Cluster::exec`] (python3; args: host, port, line, timeout in seconds):
+/// connects, sends a line, prints `REPLY <line>` (`REPLY <closed>` when the connection ended
+/// without one), or `ERROR <python exception>`.
+pub const LINE_CLIENT: &str = r#"
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4]))
+    s.settimeout(float(sys.argv[4]))
+    s.sendall((sys.argv[3] + "\n").encode())
+    print("REPLY " + (s.makefile().readline().strip() or "<closed>"))
+except Exception as e:
+    print("ERROR " + type(e).__name__)
+"#;
+
 /// The directory holding the workspace's binaries (`target/<profile>`), from the test's path.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

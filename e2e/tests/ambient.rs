@@ -32,22 +32,10 @@ while True:
     threading.Thread(target=serve, args=(c, peer), daemon=True).start()
 "#;
 
-/// Connects, sends a line, prints the reply (`<closed>` when the connection ended without one).
-const CLIENT: &str = r#"
-import socket, sys
-try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4]))
-    s.settimeout(float(sys.argv[4]))
-    s.sendall((sys.argv[3] + "\n").encode())
-    print("REPLY " + (s.makefile().readline().strip() or "<closed>"))
-except Exception as e:
-    print("ERROR " + type(e).__name__)
-"#;
-
 const SECRET: &str = "cleartext-canary-7f3a9c";
 
 fn request(c: &Cluster, from: usize, host: &str, port: u16) -> String {
-    c.exec(from, CLIENT, &[host, &port.to_string(), SECRET, "5"])
+    c.exec(from, LINE_CLIENT, &[host, &port.to_string(), SECRET, "5"])
 }
 
 fn step(s: &str) {
@@ -511,7 +499,7 @@ fn ambient_two_nodes() {
                 &netns,
                 "python3",
                 "-c",
-                CLIENT,
+                LINE_CLIENT,
                 &server_addr,
                 "8080",
                 SECRET,

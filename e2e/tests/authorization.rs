@@ -45,18 +45,6 @@ for p in sys.argv[2:]:
 threading.Event().wait()
 "#;
 
-/// Connects, sends a line, prints the reply (`<closed>` when the connection ended without one).
-const CLIENT: &str = r#"
-import socket, sys
-try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4]))
-    s.settimeout(float(sys.argv[4]))
-    s.sendall((sys.argv[3] + "\n").encode())
-    print("REPLY " + (s.makefile().readline().strip() or "<closed>"))
-except Exception as e:
-    print("ERROR " + type(e).__name__)
-"#;
-
 const TOKEN: &str = "authz-probe";
 const WEB_VIP: &str = "10.96.251.20";
 const SENTINEL_VIP: &str = "10.96.251.250";
@@ -796,7 +784,7 @@ fn probe(c: &Cluster, pods: &Pods, from: Src, to: Dst) -> (Option<Verdict>, Stri
     let before = denials(c, node);
     let out = c.exec(
         pods.client(from),
-        CLIENT,
+        LINE_CLIENT,
         &[&host, &port.to_string(), TOKEN, "3"],
     );
     let new = denials(c, node) - before;
