@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub authorization_policies: KindMap<AuthorizationPolicy>,
     pub peer_authentications: KindMap<PeerAuthentication>,
     pub gateways: KindMap<Gateway>,
+    /// Objects whose newest version a source refused, with why. Each keeps its last good
+    /// version above (if it ever had one); status says the newest one is not applied.
+    pub refused: BTreeMap<ObjectKey, Rejection>,
 }
 
 /// Iterates the objects of one namespace in a [`KindMap`].
@@ -140,9 +143,10 @@ pub struct PartContent {
     pub objects: Vec<Object>,
     /// Documents that were refused.
     pub rejections: Vec<Rejection>,
-    /// Keys of refused documents that could still be identified: their last good version is
-    /// kept rather than deleted, as a failed `kubectl apply` leaves the live object alone.
-    pub rejected_keys: Vec<ObjectKey>,
+    /// Keys of refused documents that could still be identified, with their refusal: their
+    /// last good version is kept rather than deleted, as a failed `kubectl apply` leaves the
+    /// live object alone.
+    pub rejected_keys: Vec<(ObjectKey, Rejection)>,
     /// Some document could not even be identified (e.g. a YAML syntax error), so nothing the
     /// part held before may be deleted on this read.
     pub incomplete: bool,
@@ -179,6 +183,8 @@ struct Inner {
     /// Keys by source part.
     parts: HashMap<String, BTreeSet<ObjectKey>>,
     rejections: BTreeMap<String, Vec<Rejection>>,
+    /// Identified refusals by source part (see [`Snapshot::refused`]).
+    refused: BTreeMap<String, Vec<(ObjectKey, Rejection)>>,
 }
 
 impl Inner {
@@ -299,10 +305,15 @@ impl Store {
                 now.insert(key);
             }
             // Refused documents keep their last good version; an unreadable part keeps all.
-            for key in content.rejected_keys {
-                if previous.contains(&key) {
-                    now.insert(key);
+            for (key, _) in &content.rejected_keys {
+                if previous.contains(key) {
+                    now.insert(key.clone());
                 }
+            }
+            if content.rejected_keys.is_empty() {
+                inner.refused.remove(&part);
+            } else {
+                inner.refused.insert(part.clone(), content.rejected_keys);
             }
             if content.incomplete {
                 now.extend(previous.iter().cloned());
@@ -326,7 +337,12 @@ impl Store {
         for key in &touched {
             inner.resolve(key, &mut next, &mut summary);
         }
-        if summary.upserted + summary.deleted > 0 {
+        // A refusal changes what status says even when no object changed.
+        let refused: BTreeMap<ObjectKey, Rejection> =
+            inner.refused.values().flatten().cloned().collect();
+        let refusals_changed = refused != next.refused;
+        next.refused = refused;
+        if summary.upserted + summary.deleted > 0 || refusals_changed {
             inner.publish(next, &self.tx);
         }
         summary
@@ -432,22 +448,38 @@ mod tests {
     fn rejected_documents_keep_the_last_good_object() {
         let store = Store::new();
         store.replace_parts(vec![("a.yaml".into(), part(vec![pod("p1", "10.0.0.1")]))]);
+        let before = store.snapshot().generation;
+        let key = ObjectKey::new(Kind::Pod, "demo", "p1");
+        let rejection = Rejection {
+            source: "a.yaml".into(),
+            document: 1,
+            kind: "Pod".into(),
+            namespace: "demo".into(),
+            name: "p1".into(),
+            reason: "bad".into(),
+        };
         let content = PartContent {
-            rejected_keys: vec![ObjectKey::new(Kind::Pod, "demo", "p1")],
-            rejections: vec![Rejection {
-                source: "a.yaml".into(),
-                document: 1,
-                kind: "Pod".into(),
-                namespace: "demo".into(),
-                name: "p1".into(),
-                reason: "bad".into(),
-            }],
+            rejected_keys: vec![(key.clone(), rejection.clone())],
+            rejections: vec![rejection.clone()],
             ..Default::default()
         };
         let s = store.replace_parts(vec![("a.yaml".into(), Some(content))]);
         assert_eq!(s.deleted, 0);
-        assert_eq!(store.snapshot().pods.len(), 1);
+        let snap = store.snapshot();
+        assert_eq!(snap.pods.len(), 1);
         assert_eq!(store.rejections().len(), 1);
+        // No object changed, yet a snapshot is published: status must say why.
+        assert!(snap.generation > before);
+        assert_eq!(snap.refused.get(&key), Some(&rejection));
+        // The fixed version applies and the refusal goes.
+        store.replace_parts(vec![("a.yaml".into(), part(vec![pod("p1", "10.0.0.2")]))]);
+        assert!(store.snapshot().refused.is_empty());
+        let content = PartContent {
+            rejected_keys: vec![(key.clone(), rejection.clone())],
+            rejections: vec![rejection],
+            ..Default::default()
+        };
+        store.replace_parts(vec![("a.yaml".into(), Some(content))]);
         // An incomplete read (syntax error) deletes nothing either.
         let s = store.replace_parts(vec![(
             "a.yaml".into(),
@@ -461,6 +493,7 @@ mod tests {
         let s = store.replace_parts(vec![("a.yaml".into(), None)]);
         assert_eq!(s.deleted, 1);
         assert!(store.rejections().is_empty());
+        assert!(store.snapshot().refused.is_empty());
     }
 
     #[test]

@@ -434,3 +434,87 @@ async fn status_files_of_objects_deleted_while_down_are_swept_at_start() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_version_is_reported_in_the_objects_status() {
+    const GOOD: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: from-web, namespace: demo}
+spec:
+  rules: [{from: [{source: {principals: ["cluster.local/ns/demo/sa/web"]}}]}]
+"#;
+    let h = start_harness(&[("ns.yaml", NAMESPACE), ("policy.yaml", GOOD)]).await;
+    let path = h
+        .state_dir()
+        .join("status/authorizationpolicy/demo/from-web.yaml");
+    let read_conditions = |wanted: &'static str| {
+        let path = path.clone();
+        async move {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let v: serde_json::Value = serde_norway::from_str(&text).ok()?;
+            let conditions = v["status"]["conditions"].as_array()?.clone();
+            let has = conditions.iter().any(|c| c["type"] == "Validated");
+            (has == (wanted == "refused")).then_some(conditions)
+        }
+    };
+    eventually_async("the first status", Duration::from_secs(5), || {
+        read_conditions("valid")
+    })
+    .await;
+
+    // A typo (`principal`) must not turn the rule into an empty one that allows everyone.
+    h.write("policy.yaml", &GOOD.replace("principals:", "principal:"));
+    let conditions = eventually_async("Validated=False", Duration::from_secs(5), || {
+        read_conditions("refused")
+    })
+    .await;
+    let c = conditions
+        .iter()
+        .find(|c| c["type"] == "Validated")
+        .unwrap();
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("Invalid"))
+    );
+    let message = c["message"].as_str().unwrap();
+    for part in [
+        "policy.yaml, document 1",
+        "principal",
+        "the last good version stays in force",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+    // The last good version is still the one enforced.
+    let snap = h.running.store.snapshot();
+    let kept = &snap.authorization_policies[&("demo".to_string(), "from-web".to_string())];
+    let rules = serde_json::to_string(&kept.spec).unwrap();
+    assert!(rules.contains("cluster.local/ns/demo/sa/web"), "{rules}");
+
+    // Fixed again: the condition goes.
+    h.write("policy.yaml", GOOD);
+    eventually_async("Validated to go", Duration::from_secs(5), || {
+        read_conditions("valid")
+    })
+    .await;
+
+    // A new object refused outright still gets a status that says so.
+    h.write(
+        "other.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {name: typo, namespace: demo}\nspec: {selectr: {}}\n",
+    );
+    let other = h
+        .state_dir()
+        .join("status/authorizationpolicy/demo/typo.yaml");
+    let text = eventually_async(
+        "the refused object's status",
+        Duration::from_secs(5),
+        || async { std::fs::read_to_string(&other).ok() },
+    )
+    .await;
+    assert!(
+        text.contains("Validated") && text.contains("no version of this object is applied"),
+        "{text}"
+    );
+}

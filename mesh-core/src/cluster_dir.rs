@@ -214,8 +214,9 @@ pub struct Parsed {
     pub documents: Vec<usize>,
     /// Documents that were refused.
     pub rejections: Vec<Rejection>,
-    /// Keys of refused documents that could still be identified.
-    pub rejected_keys: Vec<ObjectKey>,
+    /// Keys of refused documents that could still be identified, each with its refusal (also
+    /// in `rejections`), so the object's status can say why its newest version is not applied.
+    pub rejected_keys: Vec<(ObjectKey, Rejection)>,
     /// Some document could not even be identified (e.g. a YAML syntax error), so the file may
     /// hold objects that are not listed.
     pub incomplete: bool,
@@ -346,28 +347,33 @@ pub fn parse_documents(source: &str, text: &str) -> Parsed {
                     }
                 }
                 Err(e) => {
-                    parsed.rejected_keys.push(object.key());
-                    reject(e.to_string())
+                    let rejection = reject(e.to_string());
+                    parsed.rejected_keys.push((object.key(), rejection.clone()));
+                    rejection
                 }
             },
             Err(ObjectError::UnknownKind(kind)) => {
                 parsed.ignored_kinds.push(kind);
                 continue;
             }
-            Err(e) => {
-                match Kind::from_name(kind) {
-                    Some(k) if !name.is_empty() => {
-                        let ns = if k.is_namespaced() && namespace.is_empty() {
-                            "default"
-                        } else {
-                            namespace.as_str()
-                        };
-                        parsed.rejected_keys.push(ObjectKey::new(k, ns, &name));
-                    }
-                    _ => parsed.incomplete = true,
+            Err(e) => match Kind::from_name(kind) {
+                Some(k) if !name.is_empty() => {
+                    let ns = if k.is_namespaced() && namespace.is_empty() {
+                        "default"
+                    } else {
+                        namespace.as_str()
+                    };
+                    let rejection = reject(e.to_string());
+                    parsed
+                        .rejected_keys
+                        .push((ObjectKey::new(k, ns, &name), rejection.clone()));
+                    rejection
                 }
-                reject(e.to_string())
-            }
+                _ => {
+                    parsed.incomplete = true;
+                    reject(e.to_string())
+                }
+            },
         };
         parsed.rejections.push(rejection);
     }
@@ -462,10 +468,9 @@ spec:
         );
         assert_eq!(r.document, 2);
         assert!(r.reason.starts_with("spec.nodeName:"), "{}", r.reason);
-        assert_eq!(
-            parsed.rejected_keys,
-            [ObjectKey::new(Kind::Pod, "demo", "broken")]
-        );
+        let keys: Vec<_> = parsed.rejected_keys.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [&ObjectKey::new(Kind::Pod, "demo", "broken")]);
+        assert_eq!(parsed.rejected_keys[0].1.reason, r.reason);
         assert!(r
             .to_string()
             .starts_with("demo.yaml, document 2 (Pod demo/broken): "));

@@ -82,6 +82,9 @@ impl Condition {
 
 pub const ZTUNNEL_ACCEPTED: &str = "ZtunnelAccepted";
 pub const WAYPOINT_ACCEPTED: &str = "WaypointAccepted";
+/// False while the newest version of an object was refused (a file holds an invalid document);
+/// the object's last good version, if any, is what is enforced.
+pub const VALIDATED: &str = "Validated";
 
 /// Everything translation produces from one snapshot.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -145,8 +148,37 @@ impl Translator {
             .map(|s| (format!("{}/{}", s.xds.namespace, s.xds.hostname), s.xds))
             .collect();
         waypoint::gateway_statuses(snapshot, &mut out.statuses);
+        refusal_statuses(snapshot, &mut out.statuses);
         self.previous = Some(snapshot.clone());
         out
+    }
+}
+
+/// A `Validated=False` condition on each object with status whose newest version was refused.
+/// Kubernetes would refuse such an apply outright; a directory cannot, so the object says it.
+fn refusal_statuses(snapshot: &Snapshot, statuses: &mut BTreeMap<ObjectKey, Vec<Condition>>) {
+    use mesh_core::k8s::Kind;
+    for (key, refusal) in &snapshot.refused {
+        let k = (key.namespace.clone(), key.name.clone());
+        let kept = match key.kind {
+            Kind::AuthorizationPolicy => snapshot.authorization_policies.contains_key(&k),
+            Kind::PeerAuthentication => snapshot.peer_authentications.contains_key(&k),
+            Kind::Gateway => snapshot.gateways.contains_key(&k),
+            _ => continue,
+        };
+        let outcome = if kept {
+            "the last good version stays in force"
+        } else {
+            "no version of this object is applied"
+        };
+        let message = format!(
+            "the newest version ({}, document {}) was refused: {}; {outcome}",
+            refusal.source, refusal.document, refusal.reason
+        );
+        statuses
+            .entry(key.clone())
+            .or_default()
+            .push(Condition::new(VALIDATED, false, "Invalid", message));
     }
 }
 
