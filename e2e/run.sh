@@ -54,7 +54,8 @@ cleanup() {
     if [ -d /tmp/meshctl-soak ]; then
         target/release/meshctl --home /tmp/meshctl-soak down --quiet || true
     fi
-    if [ "$bpffs_before" != bpf_fs ] && [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ]; then
+    if [ "$bpffs_before" != bpf_fs ] && [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ] \
+        && [ -z "$(ls -A /sys/fs/bpf | grep -vx -e maps.debug -e progs.debug)" ]; then
         umount /sys/fs/bpf
     fi
 }

@@ -3,7 +3,7 @@
 #
 #   lab_trap PIN_ROOT NETNS...   on exit: unpin PIN_ROOT/<netns>/{link,cfg,socks,stats}, remove
 #                                those directories and PIN_ROOT, delete each named netns, and
-#                                unmount bpffs if it was not mounted before
+#                                unmount bpffs if it was not mounted before and holds nothing now
 
 lab_trap() {
     LAB_PIN_ROOT=$1
@@ -24,7 +24,8 @@ lab_cleanup() {
     for ns in "${LAB_NETNS[@]}"; do
         if [ -e "/run/netns/$ns" ]; then ip netns del "$ns"; fi
     done
-    if [ "$LAB_BPFFS_BEFORE" != bpf_fs ] && [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ]; then
+    if [ "$LAB_BPFFS_BEFORE" != bpf_fs ] && [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ] \
+        && [ -z "$(ls -A /sys/fs/bpf | grep -vx -e maps.debug -e progs.debug)" ]; then
         umount /sys/fs/bpf
     fi
 }

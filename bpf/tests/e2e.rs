@@ -343,3 +343,35 @@ fn install_routing(ns: &str, ip: Ipv4Addr) {
         sh(&["ip", "-n", ns, "rule", "show"]).trim_end()
     );
 }
+
+/// A bpffs that still holds something (another cluster's pins) is never unmounted by a cleanup;
+/// an empty one is. Uses a private mount of its own, not /sys/fs/bpf.
+#[test]
+#[ignore = "needs root (mounts a bpffs); run with --ignored"]
+fn cleanup_unmounts_only_an_unused_bpffs() {
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(self.0.join("other-cluster"));
+            if mesh_bpf::bpffs::is_bpffs(&self.0).unwrap_or(false) {
+                let _ = Command::new("umount").arg(&self.0).status();
+            }
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("spk-bpffs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = Mount(dir.clone());
+    sh(&["mount", "-t", "bpf", "bpf", dir.to_str().unwrap()]);
+    assert!(mesh_bpf::bpffs::is_bpffs(&dir).unwrap());
+
+    std::fs::create_dir(dir.join("other-cluster")).unwrap();
+    assert!(!mesh_bpf::bpffs::unmount_if_unused(&dir).unwrap());
+    assert!(mesh_bpf::bpffs::is_bpffs(&dir).unwrap(), "still mounted");
+
+    std::fs::remove_dir(dir.join("other-cluster")).unwrap();
+    assert!(mesh_bpf::bpffs::unmount_if_unused(&dir).unwrap());
+    assert!(!mesh_bpf::bpffs::is_bpffs(&dir).unwrap(), "unmounted");
+    drop(mount);
+    assert!(!dir.exists());
+}

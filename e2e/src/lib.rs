@@ -547,7 +547,7 @@ impl Drop for Cluster {
         }
         self.remove_leftovers(self.nodes.len() as u8);
         if self.mounted_bpffs {
-            let _ = Command::new("umount").arg(BPFFS).status();
+            let _ = mesh_bpf::bpffs::unmount_if_unused(Path::new(BPFFS));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -127,7 +127,13 @@ impl Drop for Lab {
         for name in self.netns.iter().rev() {
             delete_netns(name);
         }
-        if self.mounted_bpffs {
+        // Only when nothing else is pinned there: another suite's or cluster's pins must stay.
+        // (The kernel's own `maps.debug` and `progs.debug` do not count.)
+        let unused = std::fs::read_dir(BPFFS).is_ok_and(|d| {
+            d.flatten()
+                .all(|e| matches!(e.file_name().to_str(), Some("maps.debug" | "progs.debug")))
+        });
+        if self.mounted_bpffs && unused {
             let _ = Command::new("umount").arg(BPFFS).status();
         }
     }

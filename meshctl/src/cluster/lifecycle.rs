@@ -295,8 +295,9 @@ pub fn down(home: &Home, quiet: bool) -> Result<(), LifecycleError> {
     say(&format!(
         "removed {nodes} node(s), their underlay and eBPF pins"
     ));
+    // Only if this cluster mounted it and nothing else is pinned there (another cluster's pins).
     if record.as_ref().is_some_and(|r| r.mounted_bpffs) {
-        let _ = run("umount", &[BPFFS]);
+        let _ = mesh_bpf::bpffs::unmount_if_unused(Path::new(BPFFS));
     }
     let gone = home.remove().map_err(|source| LifecycleError::Remove {
         path: home.dir.clone(),
