@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/istio/workload/workload.proto",
         "proto/istio/security/authorization.proto",
         "proto/istio/ca/ca.proto",
+        "proto/mesh/waypoint/waypoint.proto",
         "proto/envoy/service/discovery/v3/discovery.proto",
     ];
     for f in &files {

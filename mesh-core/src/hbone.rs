@@ -6,6 +6,8 @@
 //!   stream is answered 200 and bytes are spliced) or names the status to refuse with (400 bad
 //!   request, 401 denied, 503 no upstream); a connection left without streams is closed after
 //!   [`ServerLimits::idle`]. [`SourceLimit`] caps the connections one source address holds.
+//!   [`serve_tunnels`] lets the handler choose what carries an accepted stream (a [`Tunnel`]):
+//!   the waypoint serves HTTP on it instead of splicing it.
 //! * [`Connection`] is the client side: one TLS+h2 connection on which [`Connection::connect`]
 //!   opens tunnels; anything but 200 fails the tunnel.
 //! * [`H2Stream`] turns a CONNECT stream into `AsyncRead + AsyncWrite`. A TCP half-close is
@@ -387,6 +389,23 @@ pub struct ConnectRequest {
     /// The client's identity, from its verified certificate (`None`: it showed none that
     /// names a SPIFFE identity).
     pub peer: Option<Identity>,
+    /// The TCP peer of the HBONE connection.
+    pub peer_addr: SocketAddr,
+}
+
+/// What carries a CONNECT stream once it is accepted (answered 200): [`Splice`] copies it to
+/// an upstream socket; an L7 proxy serves HTTP on it.
+pub trait Tunnel: Send + 'static {
+    fn carry(self, stream: H2Stream) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// The plain tunnel: bytes copied both ways between the stream and `0`.
+pub struct Splice<U>(pub U);
+
+impl<U: AsyncRead + AsyncWrite + Unpin + Send + 'static> Tunnel for Splice<U> {
+    async fn carry(mut self, stream: H2Stream) -> io::Result<()> {
+        stream.splice(&mut self.0).await.map(|_| ())
+    }
 }
 
 /// How long a peer may take to set up an HBONE server connection, and hold it unused. Without
@@ -433,6 +452,25 @@ where
     Fut: Future<Output = Result<U, StatusCode>> + Send + 'static,
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_tunnels(tcp, acceptor, limits, move |req| {
+        let opened = handler(req);
+        async move { opened.await.map(Splice) }
+    })
+    .await
+}
+
+/// [`serve`], with each accepted stream carried by the [`Tunnel`] the handler returns.
+pub async fn serve_tunnels<F, Fut, T>(
+    tcp: TcpStream,
+    acceptor: &TlsAcceptor,
+    limits: ServerLimits,
+    handler: F,
+) -> Result<Ended, HboneError>
+where
+    F: Fn(ConnectRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, StatusCode>> + Send + 'static,
+    T: Tunnel,
+{
     let peer_addr = tcp.peer_addr().map_err(HboneError::Io)?;
     let deadline = tokio::time::Instant::now() + limits.handshake;
     let tls = tokio::time::timeout_at(deadline, acceptor.accept(tcp))
@@ -475,7 +513,7 @@ where
                 idle_since = None;
                 let (handler, open, peer) = (handler.clone(), open.clone(), peer.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = serve_stream(req, respond, peer, handler).await {
+                    if let Err(e) = serve_stream(req, respond, peer, peer_addr, handler).await {
                         tracing::debug!(error = %e, "HBONE stream ended with an error");
                     }
                     open.send_modify(|n| *n -= 1);
@@ -507,16 +545,17 @@ fn status_only(status: StatusCode) -> Response<()> {
     r
 }
 
-async fn serve_stream<F, Fut, U>(
+async fn serve_stream<F, Fut, T>(
     req: Request<RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
     peer: Option<Identity>,
+    peer_addr: SocketAddr,
     handler: Arc<F>,
 ) -> io::Result<()>
 where
     F: Fn(ConnectRequest) -> Fut,
-    Fut: Future<Output = Result<U, StatusCode>>,
-    U: AsyncRead + AsyncWrite + Unpin,
+    Fut: Future<Output = Result<T, StatusCode>>,
+    T: Tunnel,
 {
     let authority = req.uri().authority().map(|a| a.to_string());
     let (authority, status) = match (req.method(), authority) {
@@ -532,8 +571,9 @@ where
         authority,
         headers: parts.headers,
         peer,
+        peer_addr,
     };
-    let mut upstream = match handler(connect).await {
+    let tunnel = match handler(connect).await {
         Ok(u) => u,
         Err(status) => {
             let _ = respond.send_response(status_only(status), true);
@@ -543,8 +583,7 @@ where
     let send = respond
         .send_response(status_only(StatusCode::OK), false)
         .map_err(h2_io)?;
-    H2Stream::new(send, body).splice(&mut upstream).await?;
-    Ok(())
+    tunnel.carry(H2Stream::new(send, body)).await
 }
 
 /// TCP connect (with [`CONNECT_TIMEOUT`]) and TLS handshake to an HBONE peer.

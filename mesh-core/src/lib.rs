@@ -26,3 +26,5 @@ pub mod xds;
 pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 /// Type URL of `istio.security.Authorization` resources (L4 policies).
 pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Authorization";
+/// Type URL of our `mesh.waypoint.v1.WaypointService` resources (what a waypoint serves).
+pub const WAYPOINT_SERVICE_TYPE_URL: &str = "type.googleapis.com/mesh.waypoint.v1.WaypointService";

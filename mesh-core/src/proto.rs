@@ -14,6 +14,14 @@ pub mod istio {
     }
 }
 
+pub mod mesh {
+    pub mod waypoint {
+        pub mod v1 {
+            tonic::include_proto!("mesh.waypoint.v1");
+        }
+    }
+}
+
 pub mod envoy {
     pub mod config {
         pub mod core {

@@ -9,6 +9,7 @@ mod authorization;
 mod peer_authentication;
 mod service;
 mod waypoint;
+mod waypoint_service;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use mesh_core::k8s::ObjectKey;
 use mesh_core::proto::istio::security::Authorization;
 use mesh_core::proto::istio::workload::{Service as XdsService, Workload};
+use mesh_core::proto::mesh::waypoint::v1::WaypointService;
 
 use crate::store::Snapshot;
 
@@ -95,6 +97,8 @@ pub struct Translation {
     pub services: BTreeMap<String, XdsService>,
     /// L4 policies, by `<namespace>/<name>`.
     pub authorizations: BTreeMap<String, Authorization>,
+    /// What waypoints serve: each service bound to a waypoint, by `<namespace>/<hostname>`.
+    pub waypoint_services: BTreeMap<String, WaypointService>,
     /// Status conditions of every policy and waypoint Gateway.
     pub statuses: BTreeMap<ObjectKey, Vec<Condition>>,
 }
@@ -143,6 +147,8 @@ impl Translator {
         for (key, auth) in policies.authorizations {
             out.authorizations.insert(key, auth);
         }
+        out.waypoint_services =
+            waypoint_service::translate_waypoint_services(&services, &out.workloads);
         out.services = services
             .into_values()
             .map(|s| (format!("{}/{}", s.xds.namespace, s.xds.hostname), s.xds))

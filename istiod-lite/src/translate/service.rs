@@ -16,6 +16,8 @@ use crate::store::Snapshot;
 pub struct ServiceInfo {
     pub xds: XdsService,
     pub source: Arc<Service>,
+    /// The waypoint Gateway serving it, `<namespace>/<name>`.
+    pub gateway: Option<String>,
 }
 
 impl ServiceInfo {
@@ -97,11 +99,13 @@ pub fn translate_services(
         // A waypoint's own service never goes through a waypoint.
         let is_waypoint =
             waypoints.exists(ns, name) || svc.metadata.labels.contains_key(GATEWAY_NAME_LABEL);
-        let waypoint = if is_waypoint {
-            None
+        let (gateway, waypoint) = if is_waypoint {
+            (None, None)
         } else {
             let b = binding(&svc.metadata.labels, ns, snapshot.namespace(ns));
-            waypoints.resolve(&b, TrafficType::Service)
+            waypoints
+                .resolve_named(&b, TrafficType::Service)
+                .map_or((None, None), |(g, a)| (Some(g), Some(a)))
         };
         let xds = XdsService {
             name: name.clone(),
@@ -117,6 +121,7 @@ pub fn translate_services(
             ServiceInfo {
                 xds,
                 source: svc.clone(),
+                gateway,
             },
         );
     }

@@ -123,6 +123,15 @@ impl Waypoints {
 
     /// The waypoint address for a binding, if the waypoint exists and takes this traffic type.
     pub fn resolve(&self, binding: &Binding, traffic: TrafficType) -> Option<GatewayAddress> {
+        self.resolve_named(binding, traffic).map(|(_, a)| a)
+    }
+
+    /// [`Waypoints::resolve`], with the Gateway's `<namespace>/<name>`.
+    pub fn resolve_named(
+        &self,
+        binding: &Binding,
+        traffic: TrafficType,
+    ) -> Option<(String, GatewayAddress)> {
         let Binding::Named { namespace, name } = binding else {
             return None;
         };
@@ -131,7 +140,7 @@ impl Waypoints {
             TrafficType::Service => matches!(info.for_.as_str(), "service" | "all"),
             TrafficType::Workload => matches!(info.for_.as_str(), "workload" | "all"),
         };
-        accepts.then(|| info.address.clone())
+        accepts.then(|| (format!("{namespace}/{name}"), info.address.clone()))
     }
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use mesh_core::proto::envoy::config::core::v3::ControlPlane;
 use mesh_core::proto::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
 use mesh_core::proto::istio::workload::Workload;
-use mesh_core::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL};
+use mesh_core::{ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_SERVICE_TYPE_URL};
 use prost::Message;
 
 use crate::translate::Translation;
@@ -115,8 +115,13 @@ impl Delta {
     }
 }
 
-/// The types this server serves, in the order a ztunnel subscribes to them.
-pub const TYPE_URLS: [&str; 2] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
+/// The types this server serves: the two a ztunnel subscribes to, in its order, then the
+/// waypoints' own.
+pub const TYPE_URLS: [&str; 3] = [
+    ADDRESS_TYPE_URL,
+    AUTHORIZATION_TYPE_URL,
+    WAYPOINT_SERVICE_TYPE_URL,
+];
 
 /// A delta from the previous generation's set, and its encoding (made once, on first use).
 #[derive(Debug)]
@@ -295,6 +300,7 @@ pub fn build_state(
 ) -> XdsState {
     let prev_addr = previous.sets.get(ADDRESS_TYPE_URL);
     let prev_auth = previous.sets.get(AUTHORIZATION_TYPE_URL);
+    let prev_waypoint = previous.sets.get(WAYPOINT_SERVICE_TYPE_URL);
     let lookup =
         |set: Option<&Arc<ResourceSet>>, name: &str| set.and_then(|s| s.entries.get(name)).cloned();
 
@@ -323,6 +329,14 @@ pub fn build_state(
         let body = a.encode_to_vec();
         authorizations.insert(name.clone(), entry(body, lookup(prev_auth, name).as_ref()));
     }
+    let mut waypoint_services = BTreeMap::new();
+    for (name, w) in &translation.waypoint_services {
+        let body = w.encode_to_vec();
+        waypoint_services.insert(
+            name.clone(),
+            entry(body, lookup(prev_waypoint, name).as_ref()),
+        );
+    }
 
     let mut sets = HashMap::new();
     let mut deltas = HashMap::new();
@@ -332,6 +346,7 @@ pub fn build_state(
             addresses.into_iter().collect::<BTreeMap<_, _>>(),
         ),
         (AUTHORIZATION_TYPE_URL, authorizations),
+        (WAYPOINT_SERVICE_TYPE_URL, waypoint_services),
     ] {
         let old = previous
             .sets
