@@ -1,7 +1,7 @@
 //! `meshctl` end to end, driven only through its command line (as a user would): up (twice),
 //! apply with a bad object among good ones, run pods on two nodes, exec a request that crosses
 //! nodes over mTLS, a denying policy and its status, label/unlabel, zc, a crashed ztunnel
-//! restarted by the supervisor, waypoints, a non-root user, a crashed supervisor (up cleans the
+//! restarted by the supervisor, waypoints (their proxy pods, and traffic through them), a non-root user, a crashed supervisor (up cleans the
 //! broken cluster first), and down leaving no namespace, pin, process or file.
 //!
 //! Root only; ignored by default. `e2e/run.sh` runs it.
@@ -403,14 +403,82 @@ fn meshctl_end_to_end() {
         }
     });
 
-    // Waypoints: the Gateway is managed; status says plainly that no proxy runs yet.
-    let w = m.ok(&["waypoint", "apply", "-n", "shop"]);
-    assert!(w.contains("waypoint"), "{w}");
-    let out = m.cmd(&["waypoint", "status", "-n", "shop"]);
-    assert!(text(&out).contains("no waypoint proxy"), "{}", text(&out));
+    // Waypoints: applying one makes the local cluster run its proxy (pod waypoint-0), and the
+    // bound service's traffic goes through it: the server now sees the waypoint's forwarding
+    // headers, with the shopper's address and its verified identity.
+    let w = m.ok(&["waypoint", "apply", "-n", "shop", "--enroll-namespace"]);
+    assert!(w.contains("waypoint shop/waypoint applied"), "{w}");
+    eventually("the waypoint proxy to run", Duration::from_secs(60), || {
+        let s = m.ok(&["waypoint", "status", "-n", "shop"]);
+        if s.contains("waypoint proxy running") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    });
     let list = m.ok(&["waypoint", "list", "-n", "shop"]);
     assert!(list.contains("waypoint"), "{list}");
+    let body = eventually(
+        "a request through the waypoint",
+        Duration::from_secs(30),
+        || {
+            let out = m.cmd(&get);
+            let t = text(&out);
+            if out.status.success() && t.contains("x-forwarded-client-cert") {
+                Ok(t)
+            } else {
+                Err(t)
+            }
+        },
+    );
+    assert!(
+        body.contains("By=spiffe://cluster.local/ns/shop/sa/waypoint;URI=spiffe://cluster.local/ns/shop/sa/shopper"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&shopper_ip),
+        "x-forwarded-for names the shopper: {body}"
+    );
+    let metrics = http_get("mc-shop_waypoint-0", "127.0.0.1:15020", "/metrics")
+        .unwrap()
+        .ok()
+        .unwrap();
+    assert!(
+        metric(
+            &metrics,
+            "istio_requests_total",
+            &[
+                ("reporter", "waypoint"),
+                ("response_code", "200"),
+                (
+                    "source_principal",
+                    "spiffe://cluster.local/ns/shop/sa/shopper"
+                ),
+                ("destination_service", "web.shop.svc.cluster.local"),
+            ]
+        ) >= 1,
+        "the waypoint counted the request: {metrics}"
+    );
+    // Deleting the waypoint removes its proxy; traffic goes straight to the service again.
     m.ok(&["waypoint", "delete", "-n", "shop"]);
+    eventually("the waypoint proxy to go", Duration::from_secs(30), || {
+        let pods = m.ok(&["get", "pods", "-n", "shop"]);
+        if pods.contains("waypoint-0") {
+            Err(pods)
+        } else {
+            Ok(())
+        }
+    });
+    eventually("direct again", Duration::from_secs(30), || {
+        let out = m.cmd(&get);
+        let t = text(&out);
+        if out.status.success() && !t.contains("x-forwarded-client-cert") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    m.ok(&["label", "ns", "shop", "istio.io/use-waypoint-"]);
 
     // Only root may make a cluster, and the message says how.
     let out = Command::new("setpriv")

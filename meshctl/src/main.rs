@@ -529,7 +529,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ExitCode::SUCCESS
         }
         Cmd::Supervise => {
-            supervisor::run(&home)?;
+            let h = home.clone();
+            let mut last_error = String::new();
+            let waypoints = move || {
+                let api = Api::new(h.config_dir(), h.status_dir());
+                match cluster::waypoints::reconcile(&h, &api) {
+                    Ok(changes) => {
+                        for pod in changes.started {
+                            supervisor::say(&format!("waypoint proxy {pod} created"));
+                        }
+                        for pod in changes.removed {
+                            supervisor::say(&format!(
+                                "waypoint proxy {pod} removed (its Gateway is gone)"
+                            ));
+                        }
+                        last_error.clear();
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        if msg != last_error {
+                            supervisor::say(&format!("waypoint proxies: {msg}"));
+                            last_error = msg;
+                        }
+                    }
+                }
+            };
+            supervisor::run(&home, vec![Box::new(waypoints)])?;
             ExitCode::SUCCESS
         }
     })

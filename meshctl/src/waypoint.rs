@@ -2,9 +2,10 @@
 //! Gateway of class `istio-waypoint`; namespaces, services and pods are bound to one with the
 //! `istio.io/use-waypoint` label.
 //!
-//! No waypoint proxy runs in this local cluster yet (it comes in a later release), yet
-//! istiod-lite already tells ztunnel to send bound traffic to a waypoint that exists. So these
-//! commands say plainly which traffic that stops and how to undo it.
+//! The local cluster runs a proxy for each waypoint (pod `<name>-0`, see
+//! `cluster::waypoints`), and istiod-lite tells ztunnel to send bound traffic to a waypoint as
+//! soon as its Gateway exists. Until that proxy is ready, these commands say plainly which
+//! traffic waits and how to undo the binding.
 
 use std::io::Write;
 
@@ -384,7 +385,10 @@ fn explain_missing_proxy(
         "all" => Some("traffic sent to their services or straight to their pods' IPs"),
         _ => None,
     };
-    let proxy = "no waypoint proxy runs in this local cluster yet (the waypoint proxy comes in a later release)";
+    let proxy = format!(
+        "the waypoint proxy of {namespace}/{name} is not ready yet (the local cluster runs it as pod {namespace}/{})",
+        crate::cluster::waypoints::pod_name(name)
+    );
     match affected {
         _ if bound.is_empty() => writeln!(
             w,
@@ -457,7 +461,7 @@ mod tests {
         assert!(ok, "{err}");
         assert_eq!(out, "waypoint demo/waypoint applied\n");
         assert!(
-            err.starts_with("note: no waypoint proxy runs in this local cluster yet"),
+            err.starts_with("note: the waypoint proxy of demo/waypoint is not ready yet (the local cluster runs it as pod demo/waypoint-0)"),
             "{err}"
         );
         assert!(err.contains("Nothing is bound to demo/waypoint"), "{err}");
@@ -501,7 +505,7 @@ mod tests {
         let ns = c.api.read(Kind::Namespace, "", "demo").unwrap().unwrap();
         assert_eq!(labels_of(&ns)[USE_WAYPOINT_LABEL], "waypoint");
         assert!(
-            err.starts_with("warning: no waypoint proxy runs in this local cluster yet (the waypoint proxy comes in a later release), so traffic sent to their services will not reach its destination until then."),
+            err.starts_with("warning: the waypoint proxy of demo/waypoint is not ready yet (the local cluster runs it as pod demo/waypoint-0), so traffic sent to their services will not reach its destination until then."),
             "{err}"
         );
         assert!(err.contains("\n  namespace demo\n"), "{err}");
@@ -626,7 +630,7 @@ NAMESPACE   NAME       STATUS   TYPE         REASON     MESSAGE
 demo        waypoint   True     Accepted     Accepted   waypoint of class istio-waypoint
 demo        waypoint   False    Programmed   Pending    no waypoint proxy is running for this Gateway yet
 
-warning: no waypoint proxy runs in this local cluster yet (the waypoint proxy comes in a later release), so traffic sent to their services will not reach its destination until then. Bound to demo/waypoint (istio.io/waypoint-for=service):
+warning: the waypoint proxy of demo/waypoint is not ready yet (the local cluster runs it as pod demo/waypoint-0), so traffic sent to their services will not reach its destination until then. Bound to demo/waypoint (istio.io/waypoint-for=service):
   service demo/web
 To send that traffic directly again, remove the bindings:
   meshctl label svc web -n demo istio.io/use-waypoint-

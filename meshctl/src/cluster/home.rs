@@ -317,6 +317,15 @@ pub fn bin_dir() -> Result<PathBuf, HomeError> {
     Ok(exe.parent().unwrap_or(Path::new("/")).to_path_buf())
 }
 
+/// 32 hex digits from the kernel's random source: a bearer token for istiod-lite. Without
+/// the random source there is no token (a guessable one would let anyone in).
+pub fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

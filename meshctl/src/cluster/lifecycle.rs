@@ -1,7 +1,6 @@
 //! `up` and `down`: a local cluster made from the parts below (the home's records, the
 //! underlay, the supervisor), and removed by the names recorded before they were made.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -39,6 +38,8 @@ pub enum LifecycleError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("reading /dev/urandom for a node token")]
+    Random(#[source] std::io::Error),
     #[error("mounting bpffs at /sys/fs/bpf")]
     Mount(#[source] HostError),
     #[error("see {}", log.display())]
@@ -205,7 +206,11 @@ fn create(
     ));
     let mut tokens = String::from("tokens:\n");
     for i in 1..=nodes {
-        let token = format!("meshctl-{}-{}", node_name(i), random_hex());
+        let token = format!(
+            "meshctl-{}-{}",
+            node_name(i),
+            super::home::random_token().map_err(LifecycleError::Random)?
+        );
         tokens.push_str(&format!("- token: {token}\n  node: {}\n", node_name(i)));
         write_atomic(&home.token_file(i), format!("{token}\n").as_bytes())?;
     }
@@ -236,14 +241,6 @@ fn create(
         })?;
     }
     Ok(())
-}
-
-fn random_hex() -> String {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Removes the cluster: supervisor and every process, pods (CNI DEL), namespaces, pins, files.

@@ -5,7 +5,9 @@
 //! `meshctl status` and `meshctl get pods` read.
 //!
 //! It is told what to run by files: the cluster record and the pod records in `<home>/pods`;
-//! it stops (and stops everything) when `<home>/stop` appears.
+//! it stops (and stops everything) when `<home>/stop` appears. Work that makes pods (the
+//! waypoint proxies of `waypoints.rs`, a module above this one) is handed in as background
+//! passes, each run every [`PASS_INTERVAL`] on a thread of its own while the loop goes on.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -47,6 +49,11 @@ const TICK: Duration = Duration::from_millis(200);
 const FIRST_DELAY: Duration = Duration::from_secs(1);
 const MAX_DELAY: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(60);
+/// Between two runs of a background pass.
+pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Work the supervisor runs again and again beside its loop (see the module comment).
+pub type Pass = Box<dyn FnMut() + Send>;
 
 /// One process to keep running.
 struct Spec {
@@ -136,7 +143,7 @@ pub fn stop_daemon(home: &Home) {
 /// A pid is still one of our binaries (not a reused pid).
 fn is_ours(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-        ["istiod-lite", "ztunnel", "mesh-echo", "nsenter"]
+        ["istiod-lite", "ztunnel", "waypoint", "mesh-echo", "nsenter"]
             .iter()
             .any(|b| c.contains(b))
     })
@@ -158,7 +165,8 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-fn say(msg: &str) {
+/// A line of the supervisor's log, with the time.
+pub fn say(msg: &str) {
     let t = now_unix();
     println!("{t} {msg}");
 }
@@ -253,13 +261,23 @@ fn spawn(spec: &Spec) -> std::io::Result<Child> {
 }
 
 /// The supervisor's loop (`meshctl supervise`); returns when told to stop.
-pub fn run(home: &Home) -> Result<(), SupervisorError> {
+pub fn run(home: &Home, passes: Vec<Pass>) -> Result<(), SupervisorError> {
     let record = Record::load(home)?.ok_or(SupervisorError::NoRecord)?;
     write_atomic(
         &home.supervisor_pid(),
         std::process::id().to_string().as_bytes(),
     )?;
     say(&format!("supervisor {} started", std::process::id()));
+    for mut pass in passes {
+        let stop = home.stop_file();
+        // Not joined: a pass may be waiting on this loop when it ends; the process exit ends it.
+        std::thread::spawn(move || {
+            while !stop.exists() {
+                pass();
+                std::thread::sleep(PASS_INTERVAL);
+            }
+        });
+    }
     let mut procs: BTreeMap<String, Process> = BTreeMap::new();
     loop {
         if home.stop_file().exists() {
