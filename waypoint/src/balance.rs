@@ -69,7 +69,7 @@ pub struct Picked {
 /// Resolves a [`Backend`] to one endpoint.
 pub fn choose(backend: &Backend) -> Result<Picked, ProxyError> {
     match backend {
-        Backend::Pod { endpoint, port } => Ok(Picked {
+        Backend::Pod { endpoint, port, .. } => Ok(Picked {
             endpoint: endpoint.clone(),
             port: *port,
         }),

@@ -139,6 +139,7 @@ mod tests {
         Downstream {
             client: "10.0.1.5:40000".parse().unwrap(),
             peer: peer.map(|p| p.parse().unwrap()),
+            destination: "10.96.0.1:80".parse().unwrap(),
             protocol: Detected::Http1,
         }
     }

@@ -21,6 +21,7 @@ use mesh_core::mtls::WorkloadCertificate;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::authz;
 use crate::balance;
 use crate::detect::{self, Detected, Rewind};
 use crate::route::backend;
@@ -202,10 +203,11 @@ impl Carry {
         let down = Arc::new(Downstream {
             client: self.client,
             peer: self.peer.clone(),
+            destination: self.authority,
             protocol: detected,
         });
         if detected == Detected::Tcp {
-            return self.forward_tcp(io).await;
+            return self.forward_tcp(io, &down).await;
         }
         let stack = stack::build(&self.inbound.stack, self.authority, &self.destination);
         let stack = tower::ServiceExt::map_request(stack, move |mut req: stack::Request| {
@@ -235,7 +237,24 @@ impl Carry {
     }
 
     /// Not HTTP: a byte stream to one endpoint.
-    async fn forward_tcp(self, mut io: Rewind<H2Stream>) -> std::io::Result<()> {
+    async fn forward_tcp(self, mut io: Rewind<H2Stream>, down: &Downstream) -> std::io::Result<()> {
+        // Policy first, on what a TCP connection offers (no HTTP attributes).
+        let service = self.destination.service();
+        if !service.policies.is_empty() {
+            let attrs = authz::Attributes {
+                peer: down.peer.as_ref(),
+                source_ip: down.client.ip(),
+                remote_ip: down.client.ip(),
+                destination: down.destination,
+                http: None,
+            };
+            if let authz::Decision::Deny(policy) = authz::evaluate(&service.policies, &attrs) {
+                tracing::info!(client = %self.client, dst_service = %service.hostname,
+                    policy = policy.as_deref().unwrap_or("allow policies exist, but none allowed"),
+                    "TCP connection denied by authorization policy");
+                return Ok(());
+            }
+        }
         let picked = match balance::choose(&backend(&self.destination)) {
             Ok(p) => p,
             Err(e) => {

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod detect;

@@ -40,6 +40,10 @@ pub enum ProxyError {
     /// The request cannot be forwarded as it is.
     #[error("{0}")]
     BadRequest(String),
+    /// An AuthorizationPolicy denied it: the one named, or (`None`) ALLOW policies exist and
+    /// none allowed it.
+    #[error("RBAC: access denied")]
+    Denied(Option<String>),
 }
 
 impl ProxyError {
@@ -49,6 +53,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Denied(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -58,6 +63,8 @@ impl ProxyError {
             ProxyError::Connect(_) => Flags("UF"),
             ProxyError::Reset(_) => Flags("UC"),
             ProxyError::BadRequest(_) => Flags("DPE"),
+            // Envoy's RBAC filter sets no response flag (its detail says the policy).
+            ProxyError::Denied(_) => Flags::NONE,
         }
     }
 
@@ -66,6 +73,8 @@ impl ProxyError {
         match self {
             ProxyError::Reset(d) | ProxyError::Connect(d) | ProxyError::BadRequest(d) => d,
             ProxyError::NoHealthyUpstream => "",
+            ProxyError::Denied(Some(p)) => p,
+            ProxyError::Denied(None) => "allow policies exist, but none allowed",
         }
     }
 }

@@ -20,8 +20,12 @@ use crate::state::{Destination, Endpoint, Service, State};
 pub enum Backend {
     /// A port of a service: the balancer picks an endpoint.
     Service { service: Arc<Service>, port: u16 },
-    /// One pod, on a port of its own.
-    Pod { endpoint: Arc<Endpoint>, port: u16 },
+    /// One pod (of `service`), on a port of its own.
+    Pod {
+        service: Arc<Service>,
+        endpoint: Arc<Endpoint>,
+        port: u16,
+    },
 }
 
 pub fn backend(destination: &Destination) -> Backend {
@@ -30,7 +34,12 @@ pub fn backend(destination: &Destination) -> Backend {
             service: service.clone(),
             port: *port,
         },
-        Destination::Workload { endpoint, port, .. } => Backend::Pod {
+        Destination::Workload {
+            service,
+            endpoint,
+            port,
+        } => Backend::Pod {
+            service: service.clone(),
             endpoint: endpoint.clone(),
             port: *port,
         },

@@ -7,11 +7,12 @@
 //! | `Respond` | `respond` | turns every error below into its deliberate status |
 //! | `Forwarding` | `headers` | `x-forwarded-for`, `x-forwarded-client-cert`, `x-request-id`, hop-by-hop |
 //! | `Route` | `route` | which backend (service and port, or one pod) the request goes to |
+//! | `Authorize` | `authz` | the AuthorizationPolicies of that service: 403 `RBAC: access denied` |
 //! | `Balance` | `balance` | which endpoint, least request of two random choices |
 //! | `Forward` | `forward` | sends it on a pooled upstream connection |
 //!
 //! The resilience layers (fault injection, rate limits, circuit breaking, retries, timeouts)
-//! go between `Route` and `Balance`.
+//! go between `Authorize` and `Balance`.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,7 @@ use mesh_core::identity::Identity;
 use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 
+use crate::authz::Authorize;
 use crate::balance::Balance;
 use crate::detect::Detected;
 use crate::forward::Forward;
@@ -43,6 +45,8 @@ pub struct Downstream {
     pub client: SocketAddr,
     /// Its verified identity.
     pub peer: Option<Identity>,
+    /// The destination it dialled (the CONNECT authority): a service VIP or a pod, and port.
+    pub destination: SocketAddr,
     pub protocol: Detected,
 }
 
@@ -91,6 +95,7 @@ pub fn build(
         .layer(Respond::layer())
         .layer(Forwarding::layer(parts.me.clone()))
         .layer(Route::layer(parts.state.clone(), authority))
+        .layer(Authorize::layer())
         .layer(Balance::layer())
         .service(Forward::new(parts.upstream.clone()));
     BoxCloneService::new(stack)

@@ -85,6 +85,8 @@ pub struct Service {
     pub vips: Vec<IpAddr>,
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Its AuthorizationPolicies, compiled.
+    pub policies: Vec<crate::authz::Policy>,
 }
 
 impl Service {
@@ -223,6 +225,8 @@ pub enum ResourceError {
     Port(u32),
     #[error("endpoint {workload}: identity: {reason}")]
     Identity { workload: String, reason: String },
+    #[error("{0}")]
+    Policy(String),
     #[error("resource name {name:?} is not {expected:?}")]
     Name { name: String, expected: String },
 }
@@ -319,7 +323,14 @@ pub fn service_from(name: &str, s: &pb::WaypointService) -> Result<Service, Reso
             active: Arc::new(AtomicUsize::new(0)),
         }));
     }
+    let policies = s
+        .policies
+        .iter()
+        .map(crate::authz::compile)
+        .collect::<Result<_, _>>()
+        .map_err(ResourceError::Policy)?;
     Ok(Service {
+        policies,
         key: name.to_string(),
         namespace: s.namespace.clone(),
         name: s.name.clone(),
@@ -380,6 +391,7 @@ mod tests {
                 protocol: pb::Protocol::Http1 as i32,
             }],
             endpoints,
+            policies: vec![],
         }
     }
 

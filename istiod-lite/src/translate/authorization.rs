@@ -50,6 +50,8 @@ impl SelectorPolicies {
 pub struct Policies {
     pub authorizations: Vec<(String, Authorization)>,
     pub selectors: SelectorPolicies,
+    /// `targetRefs` policies, for the waypoints they are bound to.
+    pub waypoint: Vec<super::waypoint_policy::WaypointPolicy>,
 }
 
 pub fn translate_policies(
@@ -61,11 +63,32 @@ pub fn translate_policies(
     let mut out = Policies {
         authorizations: Vec::new(),
         selectors: SelectorPolicies::default(),
+        waypoint: Vec::new(),
     };
     for ((ns, name), ap) in &snapshot.authorization_policies {
         let key = ObjectKey::new(Kind::AuthorizationPolicy, ns, name);
         if ap.spec.all_target_refs().next().is_some() {
-            statuses.insert(key, vec![waypoint_condition(ap, snapshot, waypoints)]);
+            let condition = match waypoint_targets(ap, snapshot, waypoints, mesh) {
+                Ok(targets) => {
+                    let (policy, notes) = super::waypoint_policy::convert(ap);
+                    let mut message = format!(
+                        "bound to {}",
+                        targets.bound.iter().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                    for n in notes {
+                        message.push_str("; ");
+                        message.push_str(&n);
+                    }
+                    out.waypoint.push(super::waypoint_policy::WaypointPolicy {
+                        policy,
+                        gateways: targets.gateways,
+                        services: targets.services,
+                    });
+                    Condition::new(WAYPOINT_ACCEPTED, true, "Accepted", message)
+                }
+                Err(c) => c,
+            };
+            statuses.insert(key, vec![condition]);
             continue;
         }
         let (auth, condition) = convert_authorization_policy(ap, &mesh.root_namespace);
@@ -94,14 +117,28 @@ pub fn translate_policies(
     out
 }
 
-/// Where a `targetRefs` policy is enforced: the waypoint it is bound to, or why none.
-fn waypoint_condition(
+/// What a `targetRefs` policy applies to.
+struct Targets {
+    /// The waypoints that enforce it, `<namespace>/<name>` (for the status).
+    bound: BTreeSet<String>,
+    /// Gateways it targets: all their services.
+    gateways: BTreeSet<String>,
+    /// Services it targets, `<namespace>/<hostname>`.
+    services: BTreeSet<String>,
+}
+
+/// Where a `targetRefs` policy is enforced: the waypoints it is bound to, or why none (the
+/// condition to report).
+fn waypoint_targets(
     ap: &AuthorizationPolicy,
     snapshot: &Snapshot,
     waypoints: &Waypoints,
-) -> Condition {
+    mesh: &MeshConfig,
+) -> Result<Targets, Condition> {
     let policy_ns = ap.metadata.namespace.as_deref().unwrap_or("default");
     let mut bound = BTreeSet::new();
+    let mut gateways = BTreeSet::new();
+    let mut services = BTreeSet::new();
     for target in ap.spec.all_target_refs() {
         let ns = target.namespace.as_deref().unwrap_or(policy_ns);
         match target.kind.as_str() {
@@ -115,34 +152,37 @@ fn waypoint_condition(
                     } else {
                         "was not found"
                     };
-                    return Condition::new(
+                    return Err(Condition::new(
                         WAYPOINT_ACCEPTED,
                         false,
                         "TargetNotFound",
                         format!("Gateway {ns}/{} {why}", target.name),
-                    );
+                    ));
                 }
                 bound.insert(format!("{ns}/{}", target.name));
+                gateways.insert(format!("{ns}/{}", target.name));
             }
             "Service" => {
                 let Some(svc) = snapshot
                     .services
                     .get(&(ns.to_string(), target.name.clone()))
                 else {
-                    return Condition::new(
+                    return Err(Condition::new(
                         WAYPOINT_ACCEPTED,
                         false,
                         "TargetNotFound",
                         format!("Service {ns}/{} was not found", target.name),
-                    );
+                    ));
                 };
                 let b = binding(&svc.metadata.labels, ns, snapshot.namespace(ns));
                 match (&b, waypoints.resolve(&b, TrafficType::Service)) {
                     (Binding::Named { namespace, name }, Some(_)) => {
                         bound.insert(format!("{namespace}/{name}"));
+                        services
+                            .insert(format!("{ns}/{}", mesh.service_hostname(ns, &target.name)));
                     }
                     _ => {
-                        return Condition::new(
+                        return Err(Condition::new(
                             WAYPOINT_ACCEPTED,
                             false,
                             "AncestorNotBound",
@@ -150,27 +190,25 @@ fn waypoint_condition(
                                 "Service {ns}/{} is not bound to a waypoint that takes service traffic; label it (or its namespace) istio.io/use-waypoint=<waypoint>",
                                 target.name
                             ),
-                        );
+                        ));
                     }
                 }
             }
             other => {
-                return Condition::new(
+                return Err(Condition::new(
                     WAYPOINT_ACCEPTED,
                     false,
                     "TargetNotFound",
                     format!("targetRefs kind {other:?} is not supported (use Gateway or Service)"),
-                );
+                ));
             }
         }
     }
-    let list: Vec<String> = bound.into_iter().collect();
-    Condition::new(
-        WAYPOINT_ACCEPTED,
-        true,
-        "Accepted",
-        format!("bound to {}", list.join(", ")),
-    )
+    Ok(Targets {
+        bound,
+        gateways,
+        services,
+    })
 }
 
 /// What the HTTP-attribute rewriting found in one policy.

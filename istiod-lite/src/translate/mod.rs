@@ -9,6 +9,7 @@ mod authorization;
 mod peer_authentication;
 mod service;
 mod waypoint;
+mod waypoint_policy;
 mod waypoint_service;
 mod workload;
 
@@ -147,8 +148,11 @@ impl Translator {
         for (key, auth) in policies.authorizations {
             out.authorizations.insert(key, auth);
         }
-        out.waypoint_services =
-            waypoint_service::translate_waypoint_services(&services, &out.workloads);
+        out.waypoint_services = waypoint_service::translate_waypoint_services(
+            &services,
+            &out.workloads,
+            &policies.waypoint,
+        );
         out.services = services
             .into_values()
             .map(|s| (format!("{}/{}", s.xds.namespace, s.xds.hostname), s.xds))

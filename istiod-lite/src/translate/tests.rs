@@ -592,6 +592,31 @@ status:
         !t.authorizations.contains_key("demo/at-waypoint"),
         "waypoint policies are not sent to ztunnel"
     );
+    // What the waypoint serves: the bound service with its pods and the Gateway's policy; not
+    // the waypoint's own service, nor the one that opted out.
+    let served = &t.waypoint_services["demo/web.demo.svc.cluster.local"];
+    assert_eq!(served.waypoint, "demo/waypoint");
+    let web1 = served
+        .endpoints
+        .iter()
+        .find(|e| e.workload == "demo/web-1")
+        .expect("web-1 is an endpoint");
+    assert_eq!(web1.identity, "spiffe://cluster.local/ns/demo/sa/web");
+    assert_eq!(
+        served
+            .policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["demo/at-waypoint"]
+    );
+    assert_eq!(served.policies[0].rules[0].to[0].methods, vec!["GET"]);
+    assert!(!t
+        .waypoint_services
+        .contains_key("demo/waypoint.demo.svc.cluster.local"));
+    assert!(!t
+        .waypoint_services
+        .contains_key("demo/direct.demo.svc.cluster.local"));
     let c = &status(&t, Kind::AuthorizationPolicy, "demo", "at-missing")[0];
     assert_eq!((c.status, c.reason), (false, "TargetNotFound"));
     let c = &status(&t, Kind::AuthorizationPolicy, "demo", "at-unbound-service")[0];

@@ -10,6 +10,7 @@ use mesh_core::proto::istio::workload::{TunnelProtocol, Workload, WorkloadStatus
 use mesh_core::proto::mesh::waypoint::v1::{Endpoint, ServicePort, Tunnel, WaypointService};
 
 use super::service::Services;
+use super::waypoint_policy::WaypointPolicy;
 
 fn endpoint(w: &Workload, service_key: &str) -> Option<Endpoint> {
     let ports = w
@@ -41,6 +42,7 @@ fn endpoint(w: &Workload, service_key: &str) -> Option<Endpoint> {
 pub fn translate_waypoint_services(
     services: &Services,
     workloads: &BTreeMap<String, Arc<Workload>>,
+    policies: &[WaypointPolicy],
 ) -> BTreeMap<String, WaypointService> {
     let mut out = BTreeMap::new();
     let bound: HashMap<String, (&String, &super::service::ServiceInfo)> = services
@@ -88,6 +90,12 @@ pub fn translate_waypoint_services(
             .collect();
         let mut eps = endpoints.remove(key.as_str()).unwrap_or_default();
         eps.sort_by(|a, b| a.workload.cmp(&b.workload));
+        let mut applied: Vec<_> = policies
+            .iter()
+            .filter(|p| p.services.contains(key) || p.gateways.contains(*gateway))
+            .map(|p| p.policy.clone())
+            .collect();
+        applied.sort_by(|a, b| a.name.cmp(&b.name));
         out.insert(
             key.clone(),
             WaypointService {
@@ -98,6 +106,7 @@ pub fn translate_waypoint_services(
                 vips: s.addresses.iter().map(|a| a.address.clone()).collect(),
                 ports,
                 endpoints: eps,
+                policies: applied,
             },
         );
     }

@@ -336,6 +336,23 @@ mod tests {
                 .contains("operation.methods[1] must not be empty"),
             "{err}"
         );
+        // A `when` key outside Istio's list would match nothing (or everything): refused.
+        let when = |key: &str| {
+            read(json!({
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "p", "namespace": "demo"},
+                "spec": {"rules": [{"when": [{"key": key, "values": ["x"]}]}]}
+            }))
+        };
+        let err = when("request.header[x-user]").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("spec.rules[0].when[0].key \"request.header[x-user]\" is not supported"),
+            "{err}"
+        );
+        assert!(when("request.headers[x-user]").is_ok());
+        assert!(when("request.auth.claims[groups]").is_ok());
+        assert!(when("request.headers[]").is_err());
     }
 
     #[test]

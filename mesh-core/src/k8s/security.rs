@@ -324,6 +324,12 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy) -> Result<
                     "{at}: one of values or notValues is required"
                 )));
             }
+            if !supported_condition_key(&cond.key) {
+                return Err(invalid(format!(
+                    "{at}.key {:?} is not supported: use request.headers[<name>], source.ip, remote.ip, source.namespace, source.principal, request.auth.principal, request.auth.audiences, request.auth.presenter, request.auth.claims[<name>], destination.ip, destination.port or connection.sni",
+                    cond.key
+                )));
+            }
             for v in cond.values.iter().chain(&cond.not_values) {
                 match cond.key.as_str() {
                     "source.ip" | "destination.ip" | "remote.ip" => {
@@ -338,6 +344,29 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy) -> Result<
         }
     }
     Ok(())
+}
+
+/// The `when` keys Istio documents (its experimental ones aside).
+fn supported_condition_key(key: &str) -> bool {
+    let bracketed = |prefix: &str| {
+        key.strip_prefix(prefix)
+            .and_then(|k| k.strip_suffix(']'))
+            .is_some_and(|name| !name.is_empty())
+    };
+    matches!(
+        key,
+        "source.ip"
+            | "remote.ip"
+            | "source.namespace"
+            | "source.principal"
+            | "request.auth.principal"
+            | "request.auth.audiences"
+            | "request.auth.presenter"
+            | "destination.ip"
+            | "destination.port"
+            | "connection.sni"
+    ) || bracketed("request.headers[")
+        || bracketed("request.auth.claims[")
 }
 
 pub(super) fn validate_peer_authentication(pa: &PeerAuthentication) -> Result<(), ObjectError> {
