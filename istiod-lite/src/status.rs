@@ -48,13 +48,29 @@ pub struct StatusMeta {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Conditions {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<StatusCondition>,
+    /// Gateway API routes: the conditions per parent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<ParentStatus>,
+}
+
+/// Gateway API's `RouteParentStatus`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentStatus {
+    pub parent_ref: mesh_core::k8s::ParentReference,
+    pub controller_name: String,
     pub conditions: Vec<StatusCondition>,
 }
+
+/// The controller name routes' parent statuses carry (Istio's).
+pub const CONTROLLER_NAME: &str = "istio.io/gateway-controller";
 
 fn api_version(kind: Kind) -> &'static str {
     match kind {
         Kind::AuthorizationPolicy | Kind::PeerAuthentication => "security.istio.io/v1",
-        Kind::Gateway => "gateway.networking.k8s.io/v1",
+        Kind::Gateway | Kind::HttpRoute => "gateway.networking.k8s.io/v1",
         _ => "v1",
     }
 }
@@ -126,7 +142,14 @@ impl StatusBook {
     pub fn not_accepted(&self) -> BTreeMap<(String, String), i64> {
         let mut out = BTreeMap::new();
         for (key, st) in &self.current {
-            for c in st.status.conditions.iter().filter(|c| c.status != "True") {
+            let in_parents = st.status.parents.iter().flat_map(|p| &p.conditions);
+            for c in st
+                .status
+                .conditions
+                .iter()
+                .chain(in_parents)
+                .filter(|c| c.status != "True")
+            {
                 *out.entry((key.kind.to_string(), c.reason.clone()))
                     .or_insert(0) += 1;
             }
@@ -149,33 +172,55 @@ impl StatusBook {
         for (key, conditions) in statuses {
             let generation = object_generation(snapshot, key);
             let previous = self.current.get(key);
-            let conditions = conditions
-                .iter()
-                .map(|c| {
-                    let status = if c.status { "True" } else { "False" }.to_string();
-                    let before = previous
-                        .and_then(|p| p.status.conditions.iter().find(|o| o.type_ == c.type_));
-                    let changed = before.is_none_or(|o| {
-                        o.status != status || o.reason != c.reason || o.message != c.message
-                    });
-                    if changed && !c.status && c.type_ != "Programmed" {
-                        tracing::warn!(object = %key, condition = c.type_, reason = c.reason,
+            let make = |c: &Condition| {
+                let status = if c.status { "True" } else { "False" }.to_string();
+                let earlier: Option<&Vec<StatusCondition>> = match &c.parent {
+                    None => previous.map(|p| &p.status.conditions),
+                    Some(parent) => previous.and_then(|p| {
+                        p.status
+                            .parents
+                            .iter()
+                            .find(|ps| ps.parent_ref == **parent)
+                            .map(|ps| &ps.conditions)
+                    }),
+                };
+                let before = earlier.and_then(|list| list.iter().find(|o| o.type_ == c.type_));
+                let changed = before.is_none_or(|o| {
+                    o.status != status || o.reason != c.reason || o.message != c.message
+                });
+                if changed && !c.status && c.type_ != "Programmed" {
+                    tracing::warn!(object = %key, condition = c.type_, reason = c.reason,
                             message = %c.message, "policy not enforced as written");
-                    }
-                    let last = before
-                        .filter(|o| o.status == status)
-                        .map(|o| o.last_transition_time.clone())
-                        .unwrap_or_else(now_rfc3339);
-                    StatusCondition {
-                        type_: c.type_.to_string(),
-                        status,
-                        reason: c.reason.to_string(),
-                        message: c.message.clone(),
-                        observed_generation: generation,
-                        last_transition_time: last,
-                    }
-                })
-                .collect();
+                }
+                let last = before
+                    .filter(|o| o.status == status)
+                    .map(|o| o.last_transition_time.clone())
+                    .unwrap_or_else(now_rfc3339);
+                StatusCondition {
+                    type_: c.type_.to_string(),
+                    status,
+                    reason: c.reason.to_string(),
+                    message: c.message.clone(),
+                    observed_generation: generation,
+                    last_transition_time: last,
+                }
+            };
+            let mut flat = Vec::new();
+            let mut parents: Vec<ParentStatus> = Vec::new();
+            for c in conditions {
+                let made = make(c);
+                match &c.parent {
+                    None => flat.push(made),
+                    Some(parent) => match parents.iter_mut().find(|p| p.parent_ref == **parent) {
+                        Some(p) => p.conditions.push(made),
+                        None => parents.push(ParentStatus {
+                            parent_ref: (**parent).clone(),
+                            controller_name: CONTROLLER_NAME.to_string(),
+                            conditions: vec![made],
+                        }),
+                    },
+                }
+            }
             next.insert(
                 key.clone(),
                 ObjectStatus {
@@ -185,7 +230,10 @@ impl StatusBook {
                         name: key.name.clone(),
                         namespace: key.namespace.clone(),
                     },
-                    status: Conditions { conditions },
+                    status: Conditions {
+                        conditions: flat,
+                        parents,
+                    },
                 },
             );
         }
@@ -216,6 +264,7 @@ fn object_generation(snapshot: &Snapshot, key: &ObjectKey) -> Option<i64> {
         Kind::AuthorizationPolicy => snapshot.authorization_policies.get(&k)?.metadata.generation,
         Kind::PeerAuthentication => snapshot.peer_authentications.get(&k)?.metadata.generation,
         Kind::Gateway => snapshot.gateways.get(&k)?.metadata.generation,
+        Kind::HttpRoute => snapshot.http_routes.get(&k)?.metadata.generation,
         _ => None,
     }
 }

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use mesh_core::k8s::{
-    AuthorizationPolicy, Gateway, Kind, Namespace, Object, ObjectKey, PeerAuthentication, Pod,
-    Service, ServiceAccount,
+    AuthorizationPolicy, Gateway, HttpRoute, Kind, Namespace, Object, ObjectKey,
+    PeerAuthentication, Pod, Service, ServiceAccount,
 };
 use tokio::sync::watch;
 
@@ -30,6 +30,7 @@ pub struct Snapshot {
     pub authorization_policies: KindMap<AuthorizationPolicy>,
     pub peer_authentications: KindMap<PeerAuthentication>,
     pub gateways: KindMap<Gateway>,
+    pub http_routes: KindMap<HttpRoute>,
     /// Objects whose newest version a source refused, with why. Each keeps its last good
     /// version above (if it ever had one); status says the newest one is not applied.
     pub refused: BTreeMap<ObjectKey, Rejection>,
@@ -61,6 +62,7 @@ impl Snapshot {
             Kind::AuthorizationPolicy => self.authorization_policies.len(),
             Kind::PeerAuthentication => self.peer_authentications.len(),
             Kind::Gateway => self.gateways.len(),
+            Kind::HttpRoute => self.http_routes.len(),
         }
     }
 
@@ -77,6 +79,7 @@ impl Snapshot {
             }
             Object::PeerAuthentication(o) => drop(self.peer_authentications.insert(k, Arc::new(o))),
             Object::Gateway(o) => drop(self.gateways.insert(k, Arc::new(o))),
+            Object::HttpRoute(o) => drop(self.http_routes.insert(k, Arc::new(o))),
         }
     }
 
@@ -90,6 +93,7 @@ impl Snapshot {
             Kind::AuthorizationPolicy => self.authorization_policies.remove(&k).is_some(),
             Kind::PeerAuthentication => self.peer_authentications.remove(&k).is_some(),
             Kind::Gateway => self.gateways.remove(&k).is_some(),
+            Kind::HttpRoute => self.http_routes.remove(&k).is_some(),
         }
     }
 
@@ -110,6 +114,7 @@ impl Snapshot {
                 Object::PeerAuthentication((**self.peer_authentications.get(&k)?).clone())
             }
             Kind::Gateway => Object::Gateway((**self.gateways.get(&k)?).clone()),
+            Kind::HttpRoute => Object::HttpRoute((**self.http_routes.get(&k)?).clone()),
         })
     }
 
@@ -129,6 +134,7 @@ impl Snapshot {
                 self.peer_authentications.get(&k).is_some_and(|c| **c == *o)
             }
             Object::Gateway(o) => self.gateways.get(&k).is_some_and(|c| **c == *o),
+            Object::HttpRoute(o) => self.http_routes.get(&k).is_some_and(|c| **c == *o),
         }
     }
 }

@@ -147,6 +147,7 @@ fn get_at(
                 Kind::AuthorizationPolicy => policies(&items, "ACTION", action, wide, request.now),
                 Kind::PeerAuthentication => policies(&items, "MODE", mtls_mode, wide, request.now),
                 Kind::Gateway => gateways(&items, wide, request.now),
+                Kind::HttpRoute => http_routes(&items, wide, request.now),
             };
             if request.all_namespaces && namespaced {
                 table.prepend("NAMESPACE", items.iter().map(namespace_of));
@@ -601,6 +602,76 @@ fn gateways(items: &[Value], wide: bool, now: OffsetDateTime) -> Table {
                 .cloned()
                 .unwrap_or_else(|| "service".into());
             row.extend([traffic, status_messages(item)]);
+        }
+        table.push(row);
+    }
+    table
+}
+
+/// HTTPRoutes as kubectl lists them (hostnames), plus the parents and whether each accepted
+/// the route.
+fn http_routes(items: &[Value], wide: bool, now: OffsetDateTime) -> Table {
+    let mut header = vec!["NAME", "HOSTNAMES", "PARENTS", "ACCEPTED", "AGE"];
+    if wide {
+        header.push("MESSAGE");
+    }
+    let mut table = Table::new(&header);
+    for item in items {
+        let list = |path: &[&str]| -> Vec<Value> {
+            let mut v = item;
+            for p in path {
+                match v.get(*p) {
+                    Some(next) => v = next,
+                    None => return Vec::new(),
+                }
+            }
+            v.as_array().cloned().unwrap_or_default()
+        };
+        let hostnames: Vec<String> = list(&["spec", "hostnames"])
+            .iter()
+            .filter_map(|h| h.as_str().map(str::to_string))
+            .collect();
+        let parents: Vec<String> = list(&["spec", "parentRefs"])
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.get("kind").and_then(Value::as_str).unwrap_or("Gateway"),
+                    p.get("name").and_then(Value::as_str).unwrap_or("")
+                )
+            })
+            .collect();
+        let accepted: Vec<String> = list(&["status", "parents"])
+            .iter()
+            .flat_map(|p| {
+                p.get("conditions")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|c| c.get("type").and_then(Value::as_str) == Some("Accepted"))
+            .filter_map(|c| c.get("status").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let or_none = |v: Vec<String>| {
+            if v.is_empty() {
+                "<none>".to_string()
+            } else {
+                v.join(",")
+            }
+        };
+        let mut row = vec![
+            name_of(item),
+            or_none(hostnames),
+            or_none(parents),
+            if accepted.is_empty() {
+                "Unknown".to_string()
+            } else {
+                accepted.join(",")
+            },
+            age(item, now),
+        ];
+        if wide {
+            row.push(status_messages(item));
         }
         table.push(row);
     }

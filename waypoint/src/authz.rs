@@ -26,8 +26,9 @@ use mesh_core::k8s::{parse_cidr, parse_port};
 use mesh_core::proto::mesh::waypoint::v1 as pb;
 
 use crate::respond::ProxyError;
-use crate::route::Backend;
+use crate::route::Resolved;
 use crate::stack::{Downstream, Request};
+use crate::state::State;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -606,16 +607,27 @@ pub fn request_attributes<'a>(req: &'a Request, down: &'a Downstream) -> Attribu
     }
 }
 
-/// The layer: evaluates the destination service's policies; a deny never reaches the
-/// balancer.
+/// The layer: resolves the destination the client addressed from the current state (a
+/// service that left this waypoint gets `UH`), evaluates its policies (a deny never reaches
+/// routing, so no route, redirect or backend can bypass them), and hands the destination on.
 #[derive(Clone)]
 pub struct Authorize<S> {
     inner: S,
+    state: Arc<std::sync::RwLock<State>>,
+    /// The connection's CONNECT authority.
+    authority: SocketAddr,
 }
 
 impl<S> Authorize<S> {
-    pub fn layer() -> impl tower::Layer<S, Service = Authorize<S>> + Clone {
-        tower::layer::layer_fn(|inner| Authorize { inner })
+    pub fn layer(
+        state: Arc<std::sync::RwLock<State>>,
+        authority: SocketAddr,
+    ) -> impl tower::Layer<S, Service = Authorize<S>> + Clone {
+        tower::layer::layer_fn(move |inner| Authorize {
+            inner,
+            state: state.clone(),
+            authority,
+        })
     }
 }
 
@@ -632,21 +644,28 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        let service = match req.extensions().get::<Backend>() {
-            Some(Backend::Service { service, .. }) => Some(service.clone()),
-            Some(Backend::Pod { service, .. }) => Some(service.clone()),
-            None => None,
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let destination = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .destination(self.authority);
+        let Some(destination) = destination else {
+            return Box::pin(async { Err(ProxyError::NoHealthyUpstream) });
         };
-        let down = req.extensions().get::<Arc<Downstream>>().cloned();
-        if let (Some(service), Some(down)) = (service, down) {
-            if !service.policies.is_empty() {
-                let decision = evaluate(&service.policies, &request_attributes(&req, &down));
-                if let Decision::Deny(policy) = decision {
-                    return Box::pin(async move { Err(ProxyError::Denied(policy)) });
-                }
+        let service = destination.service();
+        if !service.policies.is_empty() {
+            let Some(down) = req.extensions().get::<Arc<Downstream>>().cloned() else {
+                // Fail closed: no connection facts, no decision.
+                return Box::pin(async { Err(ProxyError::Denied(None)) });
+            };
+            if let Decision::Deny(policy) =
+                evaluate(&service.policies, &request_attributes(&req, &down))
+            {
+                return Box::pin(async move { Err(ProxyError::Denied(policy)) });
             }
         }
+        req.extensions_mut().insert(Resolved(destination));
         Box::pin(self.inner.call(req))
     }
 }

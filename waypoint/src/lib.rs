@@ -16,6 +16,7 @@ pub mod headers;
 pub mod inbound;
 pub mod respond;
 pub mod route;
+pub mod route_table;
 pub mod stack;
 pub mod state;
 pub mod telemetry;

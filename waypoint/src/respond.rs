@@ -44,6 +44,15 @@ pub enum ProxyError {
     /// none allowed it.
     #[error("RBAC: access denied")]
     Denied(Option<String>),
+    /// No route of the destination's HTTPRoutes matches.
+    #[error("")]
+    NoRoute,
+    /// The rule's backendRef does not resolve (Gateway API: answer 500).
+    #[error("")]
+    InvalidBackend(String),
+    /// `timeouts.request` passed before the response's headers came.
+    #[error("upstream request timeout")]
+    Timeout,
 }
 
 impl ProxyError {
@@ -54,6 +63,9 @@ impl ProxyError {
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::InvalidBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -65,13 +77,21 @@ impl ProxyError {
             ProxyError::BadRequest(_) => Flags("DPE"),
             // Envoy's RBAC filter sets no response flag (its detail says the policy).
             ProxyError::Denied(_) => Flags::NONE,
+            ProxyError::NoRoute => Flags("NR"),
+            ProxyError::InvalidBackend(_) => Flags("NC"),
+            ProxyError::Timeout => Flags("UT"),
         }
     }
 
     /// What the log says beyond the client's text (the underlying error).
     pub fn detail(&self) -> &str {
         match self {
-            ProxyError::Reset(d) | ProxyError::Connect(d) | ProxyError::BadRequest(d) => d,
+            ProxyError::Reset(d)
+            | ProxyError::Connect(d)
+            | ProxyError::BadRequest(d)
+            | ProxyError::InvalidBackend(d) => d,
+            ProxyError::NoRoute => "no route matched",
+            ProxyError::Timeout => "",
             ProxyError::NoHealthyUpstream => "",
             ProxyError::Denied(Some(p)) => p,
             ProxyError::Denied(None) => "allow policies exist, but none allowed",

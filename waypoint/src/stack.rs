@@ -6,13 +6,13 @@
 //! | `Telemetry` | `telemetry` | metrics and the access log of every answer |
 //! | `Respond` | `respond` | turns every error below into its deliberate status |
 //! | `Forwarding` | `headers` | `x-forwarded-for`, `x-forwarded-client-cert`, `x-request-id`, hop-by-hop |
-//! | `Route` | `route` | which backend (service and port, or one pod) the request goes to |
-//! | `Authorize` | `authz` | the AuthorizationPolicies of that service: 403 `RBAC: access denied` |
+//! | `Authorize` | `authz` | the destination's AuthorizationPolicies: 403 `RBAC: access denied` |
+//! | `Route` | `route` | its HTTPRoutes: filters, redirects, the backend by weight, the timeout |
 //! | `Balance` | `balance` | which endpoint, least request of two random choices |
 //! | `Forward` | `forward` | sends it on a pooled upstream connection |
 //!
 //! The resilience layers (fault injection, rate limits, circuit breaking, retries, timeouts)
-//! go between `Authorize` and `Balance`.
+//! go between `Route` and `Balance`.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -94,8 +94,8 @@ pub fn build(
         .layer(Telemetry::layer(parts.metrics.clone(), service))
         .layer(Respond::layer())
         .layer(Forwarding::layer(parts.me.clone()))
-        .layer(Route::layer(parts.state.clone(), authority))
-        .layer(Authorize::layer())
+        .layer(Authorize::layer(parts.state.clone(), authority))
+        .layer(Route::layer(parts.state.clone()))
         .layer(Balance::layer())
         .service(Forward::new(parts.upstream.clone()));
     BoxCloneService::new(stack)

@@ -87,6 +87,11 @@ pub struct Service {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Its AuthorizationPolicies, compiled.
     pub policies: Vec<crate::authz::Policy>,
+    /// Its HTTPRoutes, compiled.
+    pub routes: crate::route_table::RouteTable,
+    /// Bound to this waypoint: it takes this service's traffic. Otherwise the service is only
+    /// a backend of a route, reached through another service.
+    pub bound: bool,
 }
 
 impl Service {
@@ -182,13 +187,15 @@ impl State {
                 }
             }
         }
-        for vip in &service.vips {
-            self.by_vip.insert(*vip, service.key.clone());
-        }
-        for e in &service.endpoints {
-            self.by_endpoint
-                .entry(e.address)
-                .or_insert_with(|| service.key.clone());
+        if service.bound {
+            for vip in &service.vips {
+                self.by_vip.insert(*vip, service.key.clone());
+            }
+            for e in &service.endpoints {
+                self.by_endpoint
+                    .entry(e.address)
+                    .or_insert_with(|| service.key.clone());
+            }
         }
         self.services.insert(service.key.clone(), Arc::new(service));
     }
@@ -207,7 +214,7 @@ impl State {
                 if let Some(other) = self
                     .services
                     .values()
-                    .find(|s| s.endpoints.iter().any(|o| o.address == e.address))
+                    .find(|s| s.bound && s.endpoints.iter().any(|o| o.address == e.address))
                 {
                     self.by_endpoint.insert(e.address, other.key.clone());
                 }
@@ -256,8 +263,12 @@ fn protocol(p: i32) -> Protocol {
     }
 }
 
-/// Validates one resource into a [`Service`].
-pub fn service_from(name: &str, s: &pb::WaypointService) -> Result<Service, ResourceError> {
+/// Validates one resource into a [`Service`]; `bound`: this waypoint takes its traffic.
+pub fn service_from(
+    name: &str,
+    s: &pb::WaypointService,
+    bound: bool,
+) -> Result<Service, ResourceError> {
     let expected = format!("{}/{}", s.namespace, s.hostname);
     if name != expected {
         return Err(ResourceError::Name {
@@ -329,8 +340,12 @@ pub fn service_from(name: &str, s: &pb::WaypointService) -> Result<Service, Reso
         .map(crate::authz::compile)
         .collect::<Result<_, _>>()
         .map_err(ResourceError::Policy)?;
+    let routes =
+        crate::route_table::RouteTable::compile(&s.routes).map_err(ResourceError::Policy)?;
     Ok(Service {
         policies,
+        routes,
+        bound,
         key: name.to_string(),
         namespace: s.namespace.clone(),
         name: s.name.clone(),
@@ -356,12 +371,13 @@ impl Handler<pb::WaypointService> for StateHandler {
             state.remove(&name);
         }
         for (name, resource) in changes.updated {
-            if resource.waypoint != self.waypoint {
+            let bound = resource.waypoints.contains(&self.waypoint);
+            if !bound && !resource.backend_of.contains(&self.waypoint) {
                 // Another waypoint's service (or one that moved away from us).
                 state.remove(&name);
                 continue;
             }
-            match service_from(&name, &resource) {
+            match service_from(&name, &resource, bound) {
                 Ok(service) => state.insert(service),
                 Err(e) => rejected.push(Rejection {
                     name,
@@ -379,7 +395,7 @@ mod tests {
 
     fn resource(endpoints: Vec<pb::Endpoint>) -> pb::WaypointService {
         pb::WaypointService {
-            waypoint: "demo/waypoint".into(),
+            waypoints: vec!["demo/waypoint".into()],
             namespace: "demo".into(),
             name: "web".into(),
             hostname: "web.demo.svc.cluster.local".into(),
@@ -392,6 +408,8 @@ mod tests {
             }],
             endpoints,
             policies: vec![],
+            backend_of: vec![],
+            routes: vec![],
         }
     }
 
@@ -514,7 +532,7 @@ mod tests {
         assert_eq!(again.in_flight(), 3);
 
         let mut other = resource(vec![]);
-        other.waypoint = "demo/other".into();
+        other.waypoints = vec!["demo/other".into()];
         h.apply(Changes {
             updated: vec![(NAME.into(), other)],
             removed: vec![],

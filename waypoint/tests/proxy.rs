@@ -577,3 +577,132 @@ async fn l7_authorization_policies_are_enforced_at_the_waypoint() {
         "{metrics}"
     );
 }
+
+fn routes_yaml(net: u8) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: web-v1, namespace: demo}}
+spec: {{clusterIP: 127.{net}.10.11, selector: {{app: web, version: v1}}, ports: [{{name: http, port: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-v2, namespace: demo}}
+spec: {{clusterIP: 127.{net}.10.12, selector: {{app: web, version: v2}}, ports: [{{name: http, port: 8080}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: demo}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web, port: 80}}]
+  rules:
+  - matches: [{{headers: [{{name: x-tester, value: "yes"}}]}}]
+    backendRefs: [{{name: web-v2, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /old}}}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new}}, statusCode: 301}}
+  - matches: [{{path: {{type: PathPrefix, value: /api}}}}]
+    filters:
+    - {{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}}}}
+    - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-routed, value: api}}]}}}}
+    - {{type: ResponseHeaderModifier, responseHeaderModifier: {{add: [{{name: x-served-by, value: waypoint}}]}}}}
+    backendRefs: [{{name: web-v1, port: 8080}}]
+  - backendRefs: [{{name: web-v1, port: 8080, weight: 90}}, {{name: web-v2, port: 8080, weight: 10}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: broken-only, namespace: demo}}
+spec:
+  parentRefs: [{{kind: Service, name: broken}}]
+  rules:
+  - matches: [{{path: {{type: Exact, value: /only}}}}]
+    backendRefs: [{{name: missing, port: 80}}]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_split_match_rewrite_and_redirect() {
+    let mesh = Mesh::start(6).await;
+    mesh.istiod.write("routes.yaml", &routes_yaml(6));
+    let state = mesh.waypoint.state.clone();
+    eventually_async(
+        "the routes to reach the waypoint",
+        Duration::from_secs(10),
+        || {
+            let state = state.clone();
+            async move {
+                let s = state.read().unwrap();
+                s.service(&format!("demo/{HOST}"))
+                    .is_some_and(|s| !s.routes.is_empty())
+                    && s.service("demo/web-v2.demo.svc.cluster.local").is_some()
+            }
+        },
+    )
+    .await;
+    let mut send = mesh.http1(&mesh.vip(1)).await;
+
+    // 90/10 over 2,000 requests.
+    let total = 2000;
+    let mut v2 = 0;
+    for i in 0..total {
+        let resp = send1(&mut send, &format!("/split/{i}")).await;
+        assert_eq!(resp.status(), 200);
+        if body_json(resp).await["version"] == "v2" {
+            v2 += 1;
+        }
+    }
+    let share = f64::from(v2) / f64::from(total);
+    assert!((0.07..=0.13).contains(&share), "v2 got {v2} of {total}");
+
+    // A tester's header routes to v2, always.
+    for _ in 0..20 {
+        send.ready().await.unwrap();
+        let req = Request::builder()
+            .uri("/anything")
+            .header("host", HOST)
+            .header("x-tester", "yes")
+            .body(Empty::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(body_json(resp).await["version"], "v2");
+    }
+
+    // Redirect, with the rest of the path kept.
+    let resp = send1(&mut send, "/old/page?x=1").await;
+    assert_eq!(resp.status(), 301);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("http://{HOST}/new/page?x=1").as_str()
+    );
+    body_text(resp).await;
+
+    // Rewrite and header filters.
+    let resp = send1(&mut send, "/api/users").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-served-by"], "waypoint");
+    let echo = body_json(resp).await;
+    assert_eq!(echo["path"], "/v2/users");
+    assert_eq!(echo["headers"]["x-routed"], "api");
+    assert_eq!(echo["version"], "v1");
+
+    // No route matches: 404 NR; a backendRef that does not resolve: 500.
+    let mut broken = mesh.http1(&mesh.vip(3)).await;
+    let resp = send1(&mut broken, "/elsewhere").await;
+    assert_eq!(resp.status(), 404);
+    body_text(resp).await;
+    let resp = send1(&mut broken, "/only").await;
+    assert_eq!(resp.status(), 500);
+    body_text(resp).await;
+    let metrics = mesh.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("response_code=\"404\"")
+                && l.contains("response_flags=\"NR\"")),
+        "{metrics}"
+    );
+}

@@ -7,6 +7,7 @@
 
 mod authorization;
 mod peer_authentication;
+mod route;
 mod service;
 mod waypoint;
 mod waypoint_policy;
@@ -58,13 +59,15 @@ impl MeshConfig {
     }
 }
 
-/// One status condition, as it appears in `status.conditions` of an object.
+/// One status condition, as it appears in `status.conditions` of an object, or (Gateway API
+/// routes) in `status.parents[]` of the parent it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Condition {
     pub type_: &'static str,
     pub status: bool,
     pub reason: &'static str,
     pub message: String,
+    pub parent: Option<Box<mesh_core::k8s::ParentReference>>,
 }
 
 impl Condition {
@@ -79,7 +82,14 @@ impl Condition {
             status,
             reason,
             message: message.into(),
+            parent: None,
         }
+    }
+
+    /// The condition about one parent of a route.
+    pub fn for_parent(mut self, parent: &mesh_core::k8s::ParentReference) -> Self {
+        self.parent = Some(Box::new(parent.clone()));
+        self
     }
 }
 
@@ -148,10 +158,12 @@ impl Translator {
         for (key, auth) in policies.authorizations {
             out.authorizations.insert(key, auth);
         }
+        let routes = route::translate_routes(snapshot, mesh, &services, &mut out.statuses);
         out.waypoint_services = waypoint_service::translate_waypoint_services(
             &services,
             &out.workloads,
             &policies.waypoint,
+            &routes,
         );
         out.services = services
             .into_values()
@@ -174,6 +186,7 @@ fn refusal_statuses(snapshot: &Snapshot, statuses: &mut BTreeMap<ObjectKey, Vec<
             Kind::AuthorizationPolicy => snapshot.authorization_policies.contains_key(&k),
             Kind::PeerAuthentication => snapshot.peer_authentications.contains_key(&k),
             Kind::Gateway => snapshot.gateways.contains_key(&k),
+            Kind::HttpRoute => snapshot.http_routes.contains_key(&k),
             _ => continue,
         };
         let outcome = if kept {

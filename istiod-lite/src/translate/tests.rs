@@ -595,7 +595,7 @@ status:
     // What the waypoint serves: the bound service with its pods and the Gateway's policy; not
     // the waypoint's own service, nor the one that opted out.
     let served = &t.waypoint_services["demo/web.demo.svc.cluster.local"];
-    assert_eq!(served.waypoint, "demo/waypoint");
+    assert_eq!(served.waypoints, vec!["demo/waypoint"]);
     let web1 = served
         .endpoints
         .iter()
@@ -676,4 +676,85 @@ fn the_memo_gives_the_same_result_as_a_fresh_translation() {
         let fresh = translate(&snap, &MeshConfig::default());
         assert_eq!(incremental, fresh, "after applying {file}");
     }
+}
+
+const ROUTES: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split, namespace: demo}
+spec:
+  parentRefs:
+  - {group: "", kind: Service, name: web, port: 80}
+  - {group: "", kind: Service, name: direct}
+  - {name: some-ingress}
+  rules:
+  - backendRefs:
+    - {name: web, port: 80, weight: 9}
+    - {name: ghost, port: 80, weight: 1}
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: web, port: 80}}
+"#;
+
+#[test]
+fn http_routes_are_served_by_the_parent_services_waypoint_with_status_per_parent() {
+    let labelled_ns = BASE.replace(
+        "    istio.io/dataplane-mode: ambient\n",
+        "    istio.io/dataplane-mode: ambient\n    istio.io/use-waypoint: waypoint\n",
+    );
+    let t = translate_yaml(&[&labelled_ns, WAYPOINT, ROUTES]);
+    let served = &t.waypoint_services["demo/web.demo.svc.cluster.local"];
+    assert_eq!(served.routes.len(), 1);
+    let route = &served.routes[0];
+    assert_eq!((route.name.as_str(), route.port), ("demo/split", 80));
+    let backends: Vec<(&str, u32)> = route.rules[0]
+        .backends
+        .iter()
+        .map(|b| (b.service.as_str(), b.weight))
+        .collect();
+    assert_eq!(
+        backends,
+        vec![("demo/web.demo.svc.cluster.local", 9), ("", 1)],
+        "the unresolved backend keeps its weight (answered 500)"
+    );
+    assert!(
+        route.rules[0].filters.is_empty(),
+        "the mirror is not applied"
+    );
+
+    let conditions = status(&t, Kind::HttpRoute, "demo", "split");
+    let of = |parent: &str, ty: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == ty && c.parent.as_ref().is_some_and(|p| p.name == parent))
+            .unwrap_or_else(|| panic!("no {ty} for {parent}: {conditions:?}"))
+            .clone()
+    };
+    let web = of("web", "Accepted");
+    assert_eq!((web.status, web.reason), (true, "Accepted"));
+    assert!(
+        web.message.contains("served by waypoint demo/waypoint"),
+        "{}",
+        web.message
+    );
+    assert!(
+        web.message.contains("RequestMirror filter is not applied"),
+        "{}",
+        web.message
+    );
+    let direct = of("direct", "Accepted");
+    assert_eq!((direct.status, direct.reason), (false, "NoMatchingParent"));
+    assert!(direct.message.contains("not bound to a waypoint"));
+    let ingress = of("some-ingress", "Accepted");
+    assert_eq!(
+        (ingress.status, ingress.reason),
+        (false, "NoMatchingParent")
+    );
+    let refs = of("web", "ResolvedRefs");
+    assert_eq!((refs.status, refs.reason), (false, "BackendNotFound"));
+    assert!(
+        refs.message.contains("Service demo/ghost was not found"),
+        "{}",
+        refs.message
+    );
 }

@@ -1,7 +1,8 @@
 //! What each waypoint serves (`mesh.waypoint.v1.WaypointService`): every service bound to a
-//! waypoint Gateway, with its ports and its endpoints, the pods that back it with their
-//! addresses, identities, port mappings, tunnel and readiness. Built from the translated
-//! services and workloads, so it says exactly what ztunnel is told about the same pods.
+//! waypoint Gateway, with its ports, its endpoints (the pods that back it with their
+//! addresses, identities, port mappings, tunnel and readiness), its policies and its routes;
+//! and every service those routes send to. Built from the translated services and workloads,
+//! so it says exactly what ztunnel is told about the same pods.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use mesh_core::proto::istio::workload::{TunnelProtocol, Workload, WorkloadStatus};
 use mesh_core::proto::mesh::waypoint::v1::{Endpoint, ServicePort, Tunnel, WaypointService};
 
-use super::service::Services;
+use super::route::Routes;
+use super::service::{ServiceInfo, Services};
 use super::waypoint_policy::WaypointPolicy;
 
 fn endpoint(w: &Workload, service_key: &str) -> Option<Endpoint> {
@@ -43,32 +45,29 @@ pub fn translate_waypoint_services(
     services: &Services,
     workloads: &BTreeMap<String, Arc<Workload>>,
     policies: &[WaypointPolicy],
+    routes: &Routes,
 ) -> BTreeMap<String, WaypointService> {
     let mut out = BTreeMap::new();
-    let bound: HashMap<String, (&String, &super::service::ServiceInfo)> = services
+    // Services a waypoint needs: those bound to it, and the backends of their routes.
+    let needed: HashMap<String, &ServiceInfo> = services
         .values()
-        .filter_map(|s| {
-            let gateway = s.gateway.as_ref()?;
-            Some((
-                format!("{}/{}", s.xds.namespace, s.xds.hostname),
-                (gateway, s),
-            ))
-        })
+        .map(|s| (format!("{}/{}", s.xds.namespace, s.xds.hostname), s))
+        .filter(|(key, s)| s.gateway.is_some() || routes.backend_of.contains_key(key))
         .collect();
-    if bound.is_empty() {
+    if needed.is_empty() {
         return out;
     }
     let mut endpoints: HashMap<&str, Vec<Endpoint>> = HashMap::new();
     for w in workloads.values() {
         for key in w.services.keys() {
-            if let Some((k, _)) = bound.get_key_value(key) {
+            if let Some((k, _)) = needed.get_key_value(key) {
                 if let Some(e) = endpoint(w, key) {
                     endpoints.entry(k.as_str()).or_default().push(e);
                 }
             }
         }
     }
-    for (key, (gateway, info)) in &bound {
+    for (key, info) in &needed {
         let s = &info.xds;
         let ports = s
             .ports
@@ -90,16 +89,30 @@ pub fn translate_waypoint_services(
             .collect();
         let mut eps = endpoints.remove(key.as_str()).unwrap_or_default();
         eps.sort_by(|a, b| a.workload.cmp(&b.workload));
-        let mut applied: Vec<_> = policies
-            .iter()
-            .filter(|p| p.services.contains(key) || p.gateways.contains(*gateway))
-            .map(|p| p.policy.clone())
-            .collect();
+        let gateway = info.gateway.as_ref();
+        let mut applied: Vec<_> = match gateway {
+            Some(g) => policies
+                .iter()
+                .filter(|p| p.services.contains(key) || p.gateways.contains(g))
+                .map(|p| p.policy.clone())
+                .collect(),
+            None => Vec::new(),
+        };
         applied.sort_by(|a, b| a.name.cmp(&b.name));
+        let backend_of = routes
+            .backend_of
+            .get(key)
+            .map(|set| {
+                set.iter()
+                    .filter(|g| Some(*g) != gateway)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         out.insert(
             key.clone(),
             WaypointService {
-                waypoint: (*gateway).clone(),
+                waypoints: gateway.cloned().into_iter().collect(),
                 namespace: s.namespace.clone(),
                 name: s.name.clone(),
                 hostname: s.hostname.clone(),
@@ -107,6 +120,11 @@ pub fn translate_waypoint_services(
                 ports,
                 endpoints: eps,
                 policies: applied,
+                backend_of,
+                routes: match gateway {
+                    Some(_) => routes.by_parent.get(key).cloned().unwrap_or_default(),
+                    None => Vec::new(),
+                },
             },
         );
     }

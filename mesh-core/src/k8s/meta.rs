@@ -71,10 +71,11 @@ pub enum Kind {
     AuthorizationPolicy,
     PeerAuthentication,
     Gateway,
+    HttpRoute,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::Pod,
@@ -82,6 +83,7 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
         Kind::Gateway,
+        Kind::HttpRoute,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +95,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
         }
     }
 
@@ -107,7 +110,7 @@ impl Kind {
             Kind::AuthorizationPolicy | Kind::PeerAuthentication => {
                 &["security.istio.io/v1", "security.istio.io/v1beta1"]
             }
-            Kind::Gateway => &[
+            Kind::Gateway | Kind::HttpRoute => &[
                 "gateway.networking.k8s.io/v1",
                 "gateway.networking.k8s.io/v1beta1",
             ],

@@ -15,16 +15,19 @@
 mod core;
 mod gateway;
 mod meta;
+mod route;
 mod security;
 
 pub use self::core::*;
 pub use self::gateway::*;
 pub use self::meta::*;
+pub use self::route::*;
 pub use self::security::*;
 
 use self::core::{validate_pod, validate_service};
 use self::gateway::validate_gateway;
 use self::meta::{check_label, check_name, decode};
+use self::route::validate_http_route;
 use self::security::{validate_authorization_policy, validate_peer_authentication};
 
 /// One decoded object of a kind the mesh reads.
@@ -37,6 +40,7 @@ pub enum Object {
     AuthorizationPolicy(AuthorizationPolicy),
     PeerAuthentication(PeerAuthentication),
     Gateway(Gateway),
+    HttpRoute(HttpRoute),
 }
 
 impl Object {
@@ -73,6 +77,7 @@ impl Object {
             Kind::AuthorizationPolicy => Object::AuthorizationPolicy(decode(value)?),
             Kind::PeerAuthentication => Object::PeerAuthentication(decode(value)?),
             Kind::Gateway => Object::Gateway(decode(value)?),
+            Kind::HttpRoute => Object::HttpRoute(decode(value)?),
         };
         let meta = object.metadata_mut();
         if kind.is_namespaced() {
@@ -94,6 +99,7 @@ impl Object {
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::Gateway(_) => Kind::Gateway,
+            Object::HttpRoute(_) => Kind::HttpRoute,
         }
     }
 
@@ -106,6 +112,7 @@ impl Object {
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::PeerAuthentication(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
         }
     }
 
@@ -118,6 +125,7 @@ impl Object {
             Object::AuthorizationPolicy(o) => &mut o.metadata,
             Object::PeerAuthentication(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
+            Object::HttpRoute(o) => &mut o.metadata,
         }
     }
 
@@ -146,6 +154,7 @@ impl Object {
             Object::AuthorizationPolicy(ap) => validate_authorization_policy(ap),
             Object::PeerAuthentication(pa) => validate_peer_authentication(pa),
             Object::Gateway(gw) => validate_gateway(gw),
+            Object::HttpRoute(r) => validate_http_route(r),
             Object::Namespace(_) | Object::ServiceAccount(_) => Ok(()),
         }
     }

@@ -612,6 +612,7 @@ fn kind_of(value: &Value) -> Result<Kind, ApiError> {
             preferred(k),
             match k {
                 Kind::Gateway => "Gateway API: waypoints are Gateways of class istio-waypoint",
+                Kind::HttpRoute => "Gateway API",
                 _ => "the same kind in another API group",
             }
         ))),

@@ -24,6 +24,7 @@ impl Resource {
             Kind::AuthorizationPolicy => ("authorizationpolicies", "ap", "security.istio.io"),
             Kind::PeerAuthentication => ("peerauthentications", "pa", "security.istio.io"),
             Kind::Gateway => ("gateways", "gtw", "gateway.networking.k8s.io"),
+            Kind::HttpRoute => ("httproutes", "httproute", "gateway.networking.k8s.io"),
         };
         Resource {
             kind,
