@@ -439,6 +439,30 @@ fn meshctl_end_to_end() {
         body.contains(&shopper_ip),
         "x-forwarded-for names the shopper: {body}"
     );
+    // Skipping the waypoint (straight to the pod's IP) is refused by web's ztunnel: the guard
+    // istiod-lite adds for every waypoint-bound service.
+    let web_ip = ip_of("web");
+    let direct_url = format!("http://{web_ip}:8080/");
+    let direct = [
+        "exec",
+        "shop/shopper",
+        "--",
+        "mesh-echo",
+        "get",
+        direct_url.as_str(),
+    ];
+    eventually(
+        "a request that skips the waypoint to be refused",
+        Duration::from_secs(20),
+        || {
+            let out = m.cmd(&direct);
+            if out.status.success() {
+                Err(text(&out))
+            } else {
+                Ok(())
+            }
+        },
+    );
     let metrics = http_get("mc-shop_waypoint-0", "127.0.0.1:15020", "/metrics")
         .unwrap()
         .ok()
@@ -479,6 +503,18 @@ fn meshctl_end_to_end() {
         }
     });
     m.ok(&["label", "ns", "shop", "istio.io/use-waypoint-"]);
+    eventually(
+        "the pod reachable directly again",
+        Duration::from_secs(20),
+        || {
+            let out = m.cmd(&direct);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
 
     // Only root may make a cluster, and the message says how.
     let out = Command::new("setpriv")

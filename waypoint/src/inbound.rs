@@ -218,8 +218,10 @@ impl Carry {
         let io = TokioIo::new(io);
         let served = match detected {
             Detected::Http1 => {
+                // A client that shuts its write side after the request still gets the answer.
                 hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
+                    .half_close(true)
                     .serve_connection(io, service)
                     .await
             }

@@ -10,6 +10,7 @@ mod peer_authentication;
 mod route;
 mod service;
 mod waypoint;
+mod waypoint_guard;
 mod waypoint_policy;
 mod waypoint_service;
 mod workload;
@@ -156,6 +157,9 @@ impl Translator {
                 .insert(format!("{}/{}", pa.namespace, pa.name), pa);
         }
         for (key, auth) in policies.authorizations {
+            out.authorizations.insert(key, auth);
+        }
+        for (key, auth) in waypoint_guard::guards(&services) {
             out.authorizations.insert(key, auth);
         }
         let routes = route::translate_routes(snapshot, mesh, &services, &mut out.statuses);

@@ -617,6 +617,24 @@ status:
     assert!(!t
         .waypoint_services
         .contains_key("demo/direct.demo.svc.cluster.local"));
+    // The guard: web's pods refuse every source but the waypoint, on every port (web has a
+    // named target port, which could be any port of a pod).
+    let guard = &t.authorizations["demo/_waypoint-guard.web"];
+    assert_eq!(guard.action, Action::Deny as i32);
+    let m = &guard.rules[0].clauses[0].matches[0];
+    assert_eq!(m.not_service_accounts[0].namespace, "demo");
+    assert_eq!(m.not_service_accounts[0].service_account, "waypoint");
+    assert!(m.destination_ports.is_empty());
+    assert!(t.workloads["Kubernetes//Pod/demo/web-1"]
+        .authorization_policies
+        .contains(&"demo/_waypoint-guard.web".to_string()));
+    assert!(
+        !t.authorizations.contains_key("demo/_waypoint-guard.direct")
+            && !t
+                .authorizations
+                .contains_key("demo/_waypoint-guard.waypoint"),
+        "no guard for an opted-out service or the waypoint's own"
+    );
     let c = &status(&t, Kind::AuthorizationPolicy, "demo", "at-missing")[0];
     assert_eq!((c.status, c.reason), (false, "TargetNotFound"));
     let c = &status(&t, Kind::AuthorizationPolicy, "demo", "at-unbound-service")[0];

@@ -178,7 +178,10 @@ pub fn gateway_statuses(
             "Accepted",
             true,
             "Accepted",
-            "waypoint of class istio-waypoint",
+            format!(
+                "waypoint of class istio-waypoint; the pods of the services bound to it refuse connections that skip it (a Service annotated {}: \"off\" opts out)",
+                super::waypoint_guard::GUARD_ANNOTATION
+            ),
         );
         let key = mesh_core::k8s::ObjectKey::new(mesh_core::k8s::Kind::Gateway, ns, name);
         statuses.insert(key, vec![accepted, programmed]);

@@ -214,6 +214,7 @@ fn translate_workload(ctx: &Context<'_>, ns: &str, name: &str, pod: &Pod) -> Opt
     let ns_obj = snapshot.namespace(ns);
     let labels = &pod.metadata.labels;
     let mut svc_ports: std::collections::HashMap<String, PortList> = Default::default();
+    let mut guards = Vec::new();
     for svc in ctx.services {
         let Some(selector) = svc.selector() else {
             continue;
@@ -240,8 +241,12 @@ fn translate_workload(ctx: &Context<'_>, ns: &str, name: &str, pod: &Pod) -> Opt
             })
             .collect();
         svc_ports.insert(format!("{ns}/{}", svc.xds.hostname), PortList { ports });
+        if super::waypoint_guard::guarded(svc) {
+            guards.push(super::waypoint_guard::guard_key(ns, &svc.xds.name));
+        }
     }
     let mut policies: Vec<String> = selector_policies.keys_for(ns, labels).cloned().collect();
+    policies.extend(guards);
     policies.extend(peer.policy_for(ns, labels));
     policies.sort();
     policies.dedup();
