@@ -419,11 +419,9 @@ pub fn compile(p: &pb::Policy) -> Result<Policy, String> {
 }
 
 fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
+    if let Some(rest) = host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`; without the closing bracket, the whole text.
+        return rest.find(']').map_or(host, |i| &host[..i + 2]);
     }
     match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,

@@ -344,3 +344,14 @@ fn custom_without_an_authorizer_denies_what_it_matches_and_dry_run_never_enforce
         "a dry-run ALLOW denies nothing"
     );
 }
+
+#[test]
+fn hosts_lose_only_a_port() {
+    assert_eq!(host_without_port("web:80"), "web");
+    assert_eq!(host_without_port("web"), "web");
+    assert_eq!(host_without_port("[::1]:80"), "[::1]");
+    assert_eq!(host_without_port("[::1]"), "[::1]");
+    // Found by the HTTP fuzz target: an unclosed bracket once sliced past the end.
+    assert_eq!(host_without_port("[web"), "[web");
+    assert_eq!(host_without_port("web:8x"), "web:8x");
+}
