@@ -5,7 +5,8 @@
 //! tour makes real requests and shows what proves each point: the server sees the client pod's
 //! IP, ztunnel counts the connection as `mutual_tls` between two SPIFFE identities, a DENY
 //! policy refuses the client and its status says where it is enforced, and removing it lets the
-//! client back in.
+//! client back in. Then L7: a waypoint for the namespace, an HTTPRoute that sends testers (a
+//! header) to v2, and an L7 policy that answers 403 on one path; then all of it removed.
 
 use std::time::Duration;
 
@@ -75,6 +76,61 @@ fn indent(text: &str) {
 }
 
 /// A request from the client pod to the echo service; exit code and output.
+const L7: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: echo-v1, namespace: demo}
+spec:
+  selector: {app: echo, version: v1}
+  clusterIP: 10.96.250.11
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-v2, namespace: demo}
+spec:
+  selector: {app: echo, version: v2}
+  clusterIP: 10.96.250.12
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: echo, namespace: demo}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+  - matches: [{headers: [{name: x-tester, value: "yes"}]}]
+    backendRefs: [{name: echo-v2, port: 8080}]
+  - backendRefs: [{name: echo-v1, port: 8080}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: demo}
+spec:
+  targetRefs: [{kind: Service, group: "", name: echo}]
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin/{**}"]}}]
+"#;
+
+/// A GET from the client through the mesh: the exit code and what `mesh-echo get` printed.
+fn get(home: &Home, path: &str, headers: &[&str]) -> Result<(i32, String)> {
+    let url = format!("http://{ECHO_VIP}{path}");
+    let mut args = vec!["mesh-echo", "get", url.as_str(), "--timeout", "3s"];
+    for h in headers {
+        args.push("-H");
+        args.push(h);
+    }
+    Ok(pods::exec_capture(home, NAMESPACE, "client", &args)?)
+}
+
+/// The `"version"` an echo answer names.
+fn version_of(out: &str) -> &str {
+    out.split("\"version\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("?")
+}
+
 fn request(home: &Home) -> Result<(i32, String)> {
     Ok(pods::exec_capture(
         home,
@@ -107,6 +163,7 @@ pub fn run(home: &Home, api: &Api, tour: bool) -> Result<()> {
     say("  meshctl zc workloads --node node2              what node2's ztunnel knows");
     say("  meshctl logs ztunnel-node2 --tail 5            one access-log line per connection");
     say("  meshctl get ap -n demo -o yaml                 policies and their status");
+    say("  meshctl waypoint apply -n demo --enroll-namespace   L7 again (chapters 5 to 8)");
     say("  sudo meshctl down                              remove everything");
     Ok(())
 }
@@ -290,6 +347,130 @@ fn walk(home: &Home, api: &Api) -> Result<()> {
         },
     )?;
     say("  allowed again.");
+    l7(home, api)
+}
+
+fn l7(home: &Home, api: &Api) -> Result<()> {
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    say("\n== 5. L7: a waypoint for the namespace. The local cluster runs its proxy (pod waypoint-0);");
+    say("  ztunnel now sends the echo service's traffic through it, still over mTLS.");
+    shell("meshctl waypoint apply -n demo --enroll-namespace");
+    let mut ignored = Vec::new();
+    if !meshctl::waypoint::apply(
+        api,
+        NAMESPACE,
+        "waypoint",
+        true,
+        "service",
+        &mut out,
+        &mut ignored,
+    )? {
+        bail!(
+            "the waypoint was refused: {}",
+            String::from_utf8_lossy(&ignored)
+        );
+    }
+    let through = wait_for(
+        "requests to go through the waypoint",
+        Duration::from_secs(60),
+        || match get(home, "/", &[])? {
+            (0, out) if out.contains("x-forwarded-client-cert") => Ok(out),
+            (code, out) => bail!("exit {code}: {}", out.lines().last().unwrap_or("")),
+        },
+    )?;
+    say("  The server now sees the waypoint's forwarding headers: the client's address and its");
+    say("  verified identity (x-forwarded-client-cert), checked by the waypoint's mTLS:");
+    let xfcc = through
+        .split("\"x-forwarded-client-cert\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("");
+    indent(&format!("x-forwarded-client-cert: {xfcc}"));
+
+    say("\n== 6. An HTTPRoute: testers (header x-tester: yes) go to v2, everyone else to v1.");
+    shell("meshctl apply -f echo-l7.yaml      # Services echo-v1/echo-v2, the HTTPRoute, an L7 policy");
+    if !api.apply_text("echo-l7.yaml", L7, None, &mut out, &mut err)? {
+        bail!("the L7 objects were refused (see above)");
+    }
+    wait_for(
+        "the route to send testers to v2",
+        Duration::from_secs(30),
+        || match get(home, "/", &["x-tester: yes"])? {
+            (0, out) if version_of(&out) == "v2" => Ok(()),
+            (code, out) => bail!("exit {code}: {}", out.lines().last().unwrap_or("")),
+        },
+    )?;
+    let mut plain = Vec::new();
+    let mut testers = Vec::new();
+    for _ in 0..5 {
+        plain.push(version_of(&get(home, "/", &[])?.1).to_string());
+        testers.push(version_of(&get(home, "/", &["x-tester: yes"])?.1).to_string());
+    }
+    indent(&format!("without the header: {}", plain.join(" ")));
+    indent(&format!("with x-tester: yes: {}", testers.join(" ")));
+
+    say("\n== 7. An L7 AuthorizationPolicy at the waypoint: DENY on /admin/{**}.");
+    let denied = wait_for(
+        "the L7 policy to deny",
+        Duration::from_secs(30),
+        || match get(home, "/admin/users", &[])? {
+            (_, out) if out.contains("403") => Ok(out),
+            (code, out) => bail!("exit {code}: {}", out.lines().next().unwrap_or("")),
+        },
+    )?;
+    shell(&format!(
+        "sudo meshctl exec demo/client -- mesh-echo get http://{ECHO_VIP}/admin/users"
+    ));
+    indent(denied.trim());
+    say("  Other paths still pass. Each request is counted by the waypoint");
+    say("  (istio_requests_total{reporter=\"waypoint\",response_code=\"403\"}) and logged, one");
+    say("  access line per request (while it runs: `meshctl logs waypoint-0 -n demo | grep access`).");
+
+    say("\n== 8. Remove the L7 objects and the waypoint: traffic goes straight to the pods again.");
+    shell("meshctl delete httproute echo -n demo; meshctl delete ap no-admin -n demo; meshctl delete svc echo-v1 echo-v2 -n demo");
+    shell("meshctl waypoint delete -n demo && meshctl label ns demo istio.io/use-waypoint-");
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    api.delete(
+        "httproute",
+        &names(&["echo"]),
+        NAMESPACE,
+        &mut out,
+        &mut err,
+    )?;
+    api.delete(
+        "authorizationpolicy",
+        &names(&["no-admin"]),
+        NAMESPACE,
+        &mut out,
+        &mut err,
+    )?;
+    api.delete(
+        "service",
+        &names(&["echo-v1", "echo-v2"]),
+        NAMESPACE,
+        &mut out,
+        &mut err,
+    )?;
+    meshctl::waypoint::delete(api, NAMESPACE, &[], false, &mut out, &mut ignored)?;
+    let mut label_out = Vec::new();
+    api.label(
+        "namespace",
+        NAMESPACE,
+        "",
+        &["istio.io/use-waypoint-".to_string()],
+        true,
+        &mut label_out,
+        &mut err,
+    )?;
+    wait_for(
+        "traffic to go direct again",
+        Duration::from_secs(60),
+        || match get(home, "/", &[])? {
+            (0, out) if !out.contains("x-forwarded-client-cert") => Ok(()),
+            (code, out) => bail!("exit {code}: {}", out.lines().last().unwrap_or("")),
+        },
+    )?;
+    say("  direct again.");
     Ok(())
 }
 
