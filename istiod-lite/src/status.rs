@@ -70,7 +70,7 @@ pub const CONTROLLER_NAME: &str = "istio.io/gateway-controller";
 fn api_version(kind: Kind) -> &'static str {
     match kind {
         Kind::AuthorizationPolicy | Kind::PeerAuthentication => "security.istio.io/v1",
-        Kind::Gateway | Kind::HttpRoute => "gateway.networking.k8s.io/v1",
+        Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute => "gateway.networking.k8s.io/v1",
         _ => "v1",
     }
 }
@@ -265,6 +265,7 @@ fn object_generation(snapshot: &Snapshot, key: &ObjectKey) -> Option<i64> {
         Kind::PeerAuthentication => snapshot.peer_authentications.get(&k)?.metadata.generation,
         Kind::Gateway => snapshot.gateways.get(&k)?.metadata.generation,
         Kind::HttpRoute => snapshot.http_routes.get(&k)?.metadata.generation,
+        Kind::GrpcRoute => snapshot.grpc_routes.get(&k)?.metadata.generation,
         _ => None,
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use mesh_core::k8s::{
-    AuthorizationPolicy, Gateway, HttpRoute, Kind, Namespace, Object, ObjectKey,
+    AuthorizationPolicy, Gateway, GrpcRoute, HttpRoute, Kind, Namespace, Object, ObjectKey,
     PeerAuthentication, Pod, Service, ServiceAccount,
 };
 use tokio::sync::watch;
@@ -31,6 +31,7 @@ pub struct Snapshot {
     pub peer_authentications: KindMap<PeerAuthentication>,
     pub gateways: KindMap<Gateway>,
     pub http_routes: KindMap<HttpRoute>,
+    pub grpc_routes: KindMap<GrpcRoute>,
     /// Objects whose newest version a source refused, with why. Each keeps its last good
     /// version above (if it ever had one); status says the newest one is not applied.
     pub refused: BTreeMap<ObjectKey, Rejection>,
@@ -63,6 +64,7 @@ impl Snapshot {
             Kind::PeerAuthentication => self.peer_authentications.len(),
             Kind::Gateway => self.gateways.len(),
             Kind::HttpRoute => self.http_routes.len(),
+            Kind::GrpcRoute => self.grpc_routes.len(),
         }
     }
 
@@ -80,6 +82,7 @@ impl Snapshot {
             Object::PeerAuthentication(o) => drop(self.peer_authentications.insert(k, Arc::new(o))),
             Object::Gateway(o) => drop(self.gateways.insert(k, Arc::new(o))),
             Object::HttpRoute(o) => drop(self.http_routes.insert(k, Arc::new(o))),
+            Object::GrpcRoute(o) => drop(self.grpc_routes.insert(k, Arc::new(o))),
         }
     }
 
@@ -94,6 +97,7 @@ impl Snapshot {
             Kind::PeerAuthentication => self.peer_authentications.remove(&k).is_some(),
             Kind::Gateway => self.gateways.remove(&k).is_some(),
             Kind::HttpRoute => self.http_routes.remove(&k).is_some(),
+            Kind::GrpcRoute => self.grpc_routes.remove(&k).is_some(),
         }
     }
 
@@ -115,6 +119,7 @@ impl Snapshot {
             }
             Kind::Gateway => Object::Gateway((**self.gateways.get(&k)?).clone()),
             Kind::HttpRoute => Object::HttpRoute((**self.http_routes.get(&k)?).clone()),
+            Kind::GrpcRoute => Object::GrpcRoute((**self.grpc_routes.get(&k)?).clone()),
         })
     }
 
@@ -135,6 +140,7 @@ impl Snapshot {
             }
             Object::Gateway(o) => self.gateways.get(&k).is_some_and(|c| **c == *o),
             Object::HttpRoute(o) => self.http_routes.get(&k).is_some_and(|c| **c == *o),
+            Object::GrpcRoute(o) => self.grpc_routes.get(&k).is_some_and(|c| **c == *o),
         }
     }
 }

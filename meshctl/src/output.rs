@@ -147,7 +147,7 @@ fn get_at(
                 Kind::AuthorizationPolicy => policies(&items, "ACTION", action, wide, request.now),
                 Kind::PeerAuthentication => policies(&items, "MODE", mtls_mode, wide, request.now),
                 Kind::Gateway => gateways(&items, wide, request.now),
-                Kind::HttpRoute => http_routes(&items, wide, request.now),
+                Kind::HttpRoute | Kind::GrpcRoute => http_routes(&items, wide, request.now),
             };
             if request.all_namespaces && namespaced {
                 table.prepend("NAMESPACE", items.iter().map(namespace_of));

@@ -706,3 +706,75 @@ async fn http_routes_split_match_rewrite_and_redirect() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routes_send_a_method_to_its_backend() {
+    let mesh = Mesh::start(7).await;
+    let services = routes_yaml(7);
+    let services = services.split("---\napiVersion: gateway").next().unwrap();
+    let grpc = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo-method, namespace: demo}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - matches: [{method: {service: mesh.echo.v1.Echo, method: Echo}}]
+    backendRefs: [{name: web-v2, port: 8080}]
+  - backendRefs: [{name: web-v1, port: 8080}]
+"#;
+    mesh.istiod.write("grpc.yaml", &format!("{services}{grpc}"));
+    let state = mesh.waypoint.state.clone();
+    eventually_async(
+        "the GRPCRoute to reach the waypoint",
+        Duration::from_secs(10),
+        || {
+            let state = state.clone();
+            async move {
+                let s = state.read().unwrap();
+                s.service(&format!("demo/{HOST}"))
+                    .is_some_and(|s| !s.routes.is_empty())
+                    && s.service("demo/web-v2.demo.svc.cluster.local").is_some()
+            }
+        },
+    )
+    .await;
+    let stream = mesh.tunnel(&mesh.vip(1)).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..10 {
+        // An empty EchoRequest, framed: no compression, length 0.
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("http://{HOST}/mesh.echo.v1.Echo/Echo"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ])))
+            .unwrap();
+        let resp = h2.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["x-echo-service"],
+            "web-v2",
+            "{:?}",
+            resp.headers()
+        );
+        resp.into_body().collect().await.unwrap();
+    }
+    let req = Request::builder()
+        .uri(format!("http://{HOST}/plain"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(
+        body_json(resp).await["version"],
+        "v1",
+        "not the gRPC method: the other rule"
+    );
+}

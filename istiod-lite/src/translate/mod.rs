@@ -191,6 +191,7 @@ fn refusal_statuses(snapshot: &Snapshot, statuses: &mut BTreeMap<ObjectKey, Vec<
             Kind::PeerAuthentication => snapshot.peer_authentications.contains_key(&k),
             Kind::Gateway => snapshot.gateways.contains_key(&k),
             Kind::HttpRoute => snapshot.http_routes.contains_key(&k),
+            Kind::GrpcRoute => snapshot.grpc_routes.contains_key(&k),
             _ => continue,
         };
         let outcome = if kept {

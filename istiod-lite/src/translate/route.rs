@@ -226,15 +226,34 @@ pub fn translate_routes(
     statuses: &mut BTreeMap<ObjectKey, Vec<Condition>>,
 ) -> Routes {
     let mut out = Routes::default();
-    // Gateway API's precedence between routes: the oldest first, then by name.
-    let mut routes: Vec<(&(String, String), &std::sync::Arc<HttpRoute>)> =
-        snapshot.http_routes.iter().collect();
-    routes.sort_by(|(ka, a), (kb, b)| {
-        (a.metadata.creation_timestamp.as_deref(), ka)
-            .cmp(&(b.metadata.creation_timestamp.as_deref(), kb))
+    // Both kinds as HTTPRoutes (a GRPCRoute's method match is a path match), in Gateway API's
+    // precedence between routes: the oldest first, then by name.
+    let mut routes: Vec<(ObjectKey, Option<&str>, HttpRoute)> = snapshot
+        .http_routes
+        .iter()
+        .map(|((ns, name), r)| {
+            (
+                ObjectKey::new(Kind::HttpRoute, ns, name),
+                r.metadata.creation_timestamp.as_deref(),
+                (**r).clone(),
+            )
+        })
+        .chain(snapshot.grpc_routes.iter().map(|((ns, name), r)| {
+            (
+                ObjectKey::new(Kind::GrpcRoute, ns, name),
+                r.metadata.creation_timestamp.as_deref(),
+                HttpRoute {
+                    metadata: r.metadata.clone(),
+                    spec: r.as_http(),
+                },
+            )
+        }))
+        .collect();
+    routes.sort_by(|(ka, ta, _), (kb, tb, _)| {
+        (ta, &ka.namespace, &ka.name, ka.kind).cmp(&(tb, &kb.namespace, &kb.name, kb.kind))
     });
-    for ((ns, name), route) in routes {
-        let key = ObjectKey::new(Kind::HttpRoute, ns, name);
+    for (key, _, route) in routes {
+        let (ns, name) = (&key.namespace, &key.name);
         let mut notes = BTreeSet::new();
         if !route.spec.hostnames.is_empty() {
             notes.insert("hostnames are ignored for Service parents (GAMMA)".to_string());
@@ -332,7 +351,7 @@ pub fn translate_routes(
             };
             conditions.push(resolved.for_parent(parent));
         }
-        statuses.insert(key, conditions);
+        statuses.insert(key.clone(), conditions);
     }
     out
 }

@@ -72,10 +72,11 @@ pub enum Kind {
     PeerAuthentication,
     Gateway,
     HttpRoute,
+    GrpcRoute,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::Pod,
@@ -84,6 +85,7 @@ impl Kind {
         Kind::PeerAuthentication,
         Kind::Gateway,
         Kind::HttpRoute,
+        Kind::GrpcRoute,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +98,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
         }
     }
 
@@ -110,7 +113,7 @@ impl Kind {
             Kind::AuthorizationPolicy | Kind::PeerAuthentication => {
                 &["security.istio.io/v1", "security.istio.io/v1beta1"]
             }
-            Kind::Gateway | Kind::HttpRoute => &[
+            Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute => &[
                 "gateway.networking.k8s.io/v1",
                 "gateway.networking.k8s.io/v1beta1",
             ],

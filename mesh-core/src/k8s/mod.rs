@@ -27,7 +27,7 @@ pub use self::security::*;
 use self::core::{validate_pod, validate_service};
 use self::gateway::validate_gateway;
 use self::meta::{check_label, check_name, decode};
-use self::route::validate_http_route;
+use self::route::{validate_grpc_route, validate_http_route};
 use self::security::{validate_authorization_policy, validate_peer_authentication};
 
 /// One decoded object of a kind the mesh reads.
@@ -41,6 +41,7 @@ pub enum Object {
     PeerAuthentication(PeerAuthentication),
     Gateway(Gateway),
     HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
 }
 
 impl Object {
@@ -78,6 +79,7 @@ impl Object {
             Kind::PeerAuthentication => Object::PeerAuthentication(decode(value)?),
             Kind::Gateway => Object::Gateway(decode(value)?),
             Kind::HttpRoute => Object::HttpRoute(decode(value)?),
+            Kind::GrpcRoute => Object::GrpcRoute(decode(value)?),
         };
         let meta = object.metadata_mut();
         if kind.is_namespaced() {
@@ -100,6 +102,7 @@ impl Object {
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::Gateway(_) => Kind::Gateway,
             Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
         }
     }
 
@@ -113,6 +116,7 @@ impl Object {
             Object::PeerAuthentication(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
         }
     }
 
@@ -126,6 +130,7 @@ impl Object {
             Object::PeerAuthentication(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
             Object::HttpRoute(o) => &mut o.metadata,
+            Object::GrpcRoute(o) => &mut o.metadata,
         }
     }
 
@@ -155,6 +160,7 @@ impl Object {
             Object::PeerAuthentication(pa) => validate_peer_authentication(pa),
             Object::Gateway(gw) => validate_gateway(gw),
             Object::HttpRoute(r) => validate_http_route(r),
+            Object::GrpcRoute(r) => validate_grpc_route(r),
             Object::Namespace(_) | Object::ServiceAccount(_) => Ok(()),
         }
     }
@@ -362,6 +368,55 @@ mod tests {
         assert!(when("request.headers[x-user]").is_ok());
         assert!(when("request.auth.claims[groups]").is_ok());
         assert!(when("request.headers[]").is_err());
+    }
+
+    #[test]
+    fn grpc_routes_mean_http_routes_on_the_request_path() {
+        let route = |method: serde_json::Value| {
+            read(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+                "metadata": {"name": "r", "namespace": "demo"},
+                "spec": {
+                    "parentRefs": [{"kind": "Service", "name": "echo"}],
+                    "rules": [{"matches": [{"method": method}], "backendRefs": [{"name": "v2", "port": 80}]}]
+                }
+            }))
+        };
+        let path = |method: serde_json::Value| {
+            let Object::GrpcRoute(r) = route(method).unwrap() else {
+                panic!()
+            };
+            let m = r.as_http().rules[0].matches[0].path.clone().unwrap();
+            (m.type_.unwrap(), m.value.unwrap())
+        };
+        assert_eq!(
+            path(json!({"service": "mesh.echo.v1.Echo", "method": "Echo"})),
+            ("Exact".into(), "/mesh.echo.v1.Echo/Echo".into())
+        );
+        assert_eq!(
+            path(json!({"service": "mesh.echo.v1.Echo"})),
+            ("PathPrefix".into(), "/mesh.echo.v1.Echo".into())
+        );
+        assert_eq!(
+            path(json!({"method": "Echo"})),
+            ("RegularExpression".into(), "/[^/]+/Echo".into())
+        );
+        assert_eq!(
+            path(json!({"type": "RegularExpression", "service": "mesh\\..*"})),
+            (
+                "RegularExpression".into(),
+                "/(?:mesh\\..*)/(?:[^/]+)".into()
+            )
+        );
+        let err = route(json!({"service": "bad service"})).unwrap_err();
+        assert!(
+            err.to_string().contains("is not a gRPC service name"),
+            "{err}"
+        );
+        assert!(route(json!({}))
+            .unwrap_err()
+            .to_string()
+            .contains("one of service or method"));
     }
 
     #[test]

@@ -391,3 +391,203 @@ pub(super) fn validate_http_route(r: &HttpRoute) -> Result<(), ObjectError> {
     }
     Ok(())
 }
+
+/// Gateway API's `GRPCRoute` (v1). The waypoint serves it as the HTTP/2 routes it means: a
+/// method match becomes a match on the request path `/<service>/<method>`, so it shares the
+/// HTTPRoute machinery and precedence.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct GrpcRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: GrpcRouteSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcRouteSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<GrpcRouteRule>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcRouteRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<GrpcRouteMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<HttpBackendRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<GrpcMethodMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HttpValueMatch>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcMethodMatch {
+    /// `Exact` (default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+fn grpc_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.trim_start_matches('.').split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+fn grpc_method_name(m: &str) -> bool {
+    let mut chars = m.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl GrpcMethodMatch {
+    /// The request-path match this method match means.
+    fn path(&self) -> Option<HttpPathMatch> {
+        let regex = self.type_.as_deref() == Some("RegularExpression");
+        let (service, method) = (self.service.as_deref(), self.method.as_deref());
+        let (type_, value) = match (regex, service, method) {
+            (_, None, None) => return None,
+            (false, Some(s), Some(m)) => ("Exact", format!("/{s}/{m}")),
+            (false, Some(s), None) => ("PathPrefix", format!("/{s}")),
+            (false, None, Some(m)) => ("RegularExpression", format!("/[^/]+/{m}")),
+            (true, s, m) => (
+                "RegularExpression",
+                format!("/(?:{})/(?:{})", s.unwrap_or("[^/]+"), m.unwrap_or("[^/]+")),
+            ),
+        };
+        Some(HttpPathMatch {
+            type_: Some(type_.to_string()),
+            // Names validated to identifiers and dots: a dot is the only regex character.
+            value: Some(if type_ == "RegularExpression" && !regex {
+                value.replace('.', "\\.")
+            } else {
+                value
+            }),
+        })
+    }
+}
+
+impl GrpcRoute {
+    /// The HTTPRoute this route means, rule for rule.
+    pub fn as_http(&self) -> HttpRouteSpec {
+        HttpRouteSpec {
+            parent_refs: self.spec.parent_refs.clone(),
+            hostnames: self.spec.hostnames.clone(),
+            rules: self
+                .spec
+                .rules
+                .iter()
+                .map(|r| HttpRouteRule {
+                    name: r.name.clone(),
+                    matches: r
+                        .matches
+                        .iter()
+                        .map(|m| HttpRouteMatch {
+                            path: m.method.as_ref().and_then(GrpcMethodMatch::path),
+                            headers: m.headers.clone(),
+                            query_params: Vec::new(),
+                            method: None,
+                        })
+                        .collect(),
+                    filters: r.filters.clone(),
+                    backend_refs: r.backend_refs.clone(),
+                    timeouts: None,
+                    retry: None,
+                    session_persistence: r.session_persistence.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+pub(super) fn validate_grpc_route(r: &GrpcRoute) -> Result<(), ObjectError> {
+    for (i, rule) in r.spec.rules.iter().enumerate() {
+        for (m, mat) in rule.matches.iter().enumerate() {
+            let Some(method) = &mat.method else { continue };
+            let at = format!("spec.rules[{i}].matches[{m}].method");
+            match method.type_.as_deref().unwrap_or("Exact") {
+                "Exact" => {
+                    if method.service.is_none() && method.method.is_none() {
+                        return Err(invalid(format!(
+                            "{at}: one of service or method is required"
+                        )));
+                    }
+                    if method
+                        .service
+                        .as_deref()
+                        .is_some_and(|s| !grpc_service_name(s))
+                    {
+                        return Err(invalid(format!(
+                            "{at}.service {:?} is not a gRPC service name",
+                            method.service.as_deref().unwrap_or("")
+                        )));
+                    }
+                    if method
+                        .method
+                        .as_deref()
+                        .is_some_and(|m| !grpc_method_name(m))
+                    {
+                        return Err(invalid(format!(
+                            "{at}.method {:?} is not a gRPC method name",
+                            method.method.as_deref().unwrap_or("")
+                        )));
+                    }
+                }
+                "RegularExpression" => {}
+                other => {
+                    return Err(invalid(format!(
+                        "{at}.type {other:?} must be Exact or RegularExpression"
+                    )))
+                }
+            }
+        }
+        for (f, filter) in rule.filters.iter().enumerate() {
+            if !matches!(
+                filter.type_.as_str(),
+                "RequestHeaderModifier"
+                    | "ResponseHeaderModifier"
+                    | "RequestMirror"
+                    | "ExtensionRef"
+            ) {
+                return Err(invalid(format!(
+                    "spec.rules[{i}].filters[{f}].type {:?} is not a GRPCRoute filter (RequestHeaderModifier, ResponseHeaderModifier, RequestMirror, ExtensionRef)",
+                    filter.type_
+                )));
+            }
+        }
+    }
+    // The rest is what an HTTPRoute checks.
+    validate_http_route(&HttpRoute {
+        metadata: r.metadata.clone(),
+        spec: r.as_http(),
+    })
+}

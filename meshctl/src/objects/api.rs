@@ -612,7 +612,7 @@ fn kind_of(value: &Value) -> Result<Kind, ApiError> {
             preferred(k),
             match k {
                 Kind::Gateway => "Gateway API: waypoints are Gateways of class istio-waypoint",
-                Kind::HttpRoute => "Gateway API",
+                Kind::HttpRoute | Kind::GrpcRoute => "Gateway API",
                 _ => "the same kind in another API group",
             }
         ))),

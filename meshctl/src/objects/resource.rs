@@ -25,6 +25,7 @@ impl Resource {
             Kind::PeerAuthentication => ("peerauthentications", "pa", "security.istio.io"),
             Kind::Gateway => ("gateways", "gtw", "gateway.networking.k8s.io"),
             Kind::HttpRoute => ("httproutes", "httproute", "gateway.networking.k8s.io"),
+            Kind::GrpcRoute => ("grpcroutes", "grpcroute", "gateway.networking.k8s.io"),
         };
         Resource {
             kind,
