@@ -7,6 +7,8 @@
 //!   `By=<waypoint identity>;URI=<client identity>`, and a value the client sent is dropped:
 //!   a client cannot claim an identity it did not prove.
 //! * `x-request-id` is generated when absent, so a request can be followed through the logs.
+//! * W3C `traceparent`: the waypoint is a hop of the trace, so a valid one keeps its trace id
+//!   and flags with a new parent (span) id of ours; an absent or malformed one starts a trace.
 //! * Hop-by-hop headers (`connection` and those it names, `keep-alive`, `proxy-connection`,
 //!   `transfer-encoding`, `upgrade`, `te` other than `trailers`) are removed.
 
@@ -25,6 +27,50 @@ use crate::stack::{Downstream, Request};
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_CLIENT_CERT: &str = "x-forwarded-client-cert";
 pub const X_REQUEST_ID: &str = "x-request-id";
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Where this layer leaves the trace id it sent on, for the access log (the telemetry layer,
+/// above, puts an empty one in the request's extensions).
+#[derive(Clone, Debug, Default)]
+pub struct TraceSlot(pub Arc<std::sync::OnceLock<String>>);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, the version-00 form; the all-zero
+/// ids are invalid.
+fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = v.trim().split('-').collect();
+    let [version, trace, parent, flags] = parts.as_slice() else {
+        return None;
+    };
+    let is_hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    (*version == "00"
+        && is_hex(trace, 32)
+        && is_hex(parent, 16)
+        && is_hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0'))
+    .then_some((trace, flags))
+}
+
+/// The `traceparent` to send on: the same trace with our span as parent, or a new trace.
+pub fn next_traceparent(incoming: Option<&str>) -> String {
+    let mut rng = rand::rng();
+    let span: [u8; 8] = rng.random::<u64>().max(1).to_be_bytes();
+    match incoming.and_then(parse_traceparent) {
+        Some((trace, flags)) => format!("00-{trace}-{}-{flags}", hex(&span)),
+        None => {
+            let trace: [u8; 16] = rng.random::<u128>().max(1).to_be_bytes();
+            format!("00-{}-{}-00", hex(&trace), hex(&span))
+        }
+    }
+}
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -91,6 +137,10 @@ pub fn forwarding(headers: &mut HeaderMap, down: &Downstream, me: &Identity) {
             headers.insert(X_REQUEST_ID, v);
         }
     }
+    let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    if let Ok(v) = HeaderValue::from_str(&next_traceparent(incoming)) {
+        headers.insert(TRACEPARENT, v);
+    }
 }
 
 /// The layer: [`forwarding`] on every request.
@@ -125,6 +175,16 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         if let Some(down) = req.extensions().get::<Arc<Downstream>>().cloned() {
             forwarding(req.headers_mut(), &down, &self.me);
+        }
+        if let Some(slot) = req.extensions().get::<TraceSlot>() {
+            let trace = req
+                .headers()
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split('-').nth(1));
+            if let Some(t) = trace {
+                let _ = slot.0.set(t.to_string());
+            }
         }
         Box::pin(self.inner.call(req))
     }
@@ -176,6 +236,13 @@ mod tests {
         let id = h[X_REQUEST_ID].to_str().unwrap();
         assert_eq!((id.len(), &id[14..15]), (36, "4"), "{id}");
 
+        // A trace is started: version 00, a fresh trace id, not sampled.
+        let tp = h[TRACEPARENT].to_str().unwrap().to_string();
+        assert!(
+            parse_traceparent(&tp).is_some_and(|(_, flags)| flags == "00"),
+            "{tp}"
+        );
+
         // No identity (a plaintext client): no client cert header at all.
         let mut h = HeaderMap::new();
         h.insert(
@@ -186,5 +253,31 @@ mod tests {
         forwarding(&mut h, &down(None), &me);
         assert!(!h.contains_key(X_FORWARDED_CLIENT_CERT));
         assert_eq!(h[X_REQUEST_ID], "abc", "a request id is kept");
+    }
+
+    #[test]
+    fn a_trace_is_continued_with_our_span() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let next = next_traceparent(Some(incoming));
+        assert!(
+            next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{next}"
+        );
+        assert!(next.ends_with("-01"), "the sampling flag is kept: {next}");
+        assert_ne!(next, incoming, "a new parent id");
+        for bad in [
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let next = next_traceparent(Some(bad));
+            assert!(
+                !next.contains("4bf92f3577b34da6"),
+                "{bad} -> {next}: a new trace"
+            );
+            assert!(parse_traceparent(&next).is_some());
+        }
     }
 }

@@ -136,6 +136,9 @@ where
             .get(crate::headers::X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let trace = crate::headers::TraceSlot::default();
+        let mut req = req;
+        req.extensions_mut().insert(trace.clone());
         let grpc = crate::stack::is_grpc(&req);
         let (metrics, service) = (self.metrics.clone(), self.service.clone());
         let fut = self.inner.call(req);
@@ -213,6 +216,7 @@ where
                 upstream = %chosen.as_ref().map(|c| c.address.to_string()).unwrap_or_else(|| "-".into()),
                 upstream_workload = workload,
                 request_id = request_id.as_deref().unwrap_or("-"),
+                trace_id = trace.0.get().map(String::as_str).unwrap_or("-"),
                 "request"
             );
             Ok(resp)
