@@ -7,6 +7,9 @@
 #   e2e/run.sh bench [ARGS]     the data-path benchmark on the same cluster (release build,
 #                               ztunnel statically linked; ARGS: --seconds N --runs N
 #                               --perf DIR), needs iperf3 and wrk
+#   e2e/run.sh bench-waypoint [ARGS]  the waypoint benchmark: direct, nginx, mesh L4 and the
+#                               waypoint in one run (release build; ARGS: --seconds N), needs
+#                               wrk and nginx (nginx-light)
 #   e2e/run.sh soak [ARGS]      the soak with faults on meshctl's local cluster (release build;
 #                               ARGS: --minutes N --seed N --cert-ttl D); home /tmp/meshctl-soak
 set -euo pipefail
@@ -19,6 +22,11 @@ done
 command -v tcpdump >/dev/null || { echo "e2e: tcpdump missing (apt-get install tcpdump)" >&2; exit 1; }
 command -v nft >/dev/null || { echo "e2e: nft missing (apt-get install nftables)" >&2; exit 1; }
 mode=${1:-test}
+if [ "$mode" = bench-waypoint ]; then
+    for tool in wrk nginx; do
+        command -v $tool >/dev/null || { echo "e2e: $tool missing (apt-get install $tool; nginx: nginx-light)" >&2; exit 1; }
+    done
+fi
 if [ "$mode" = bench ]; then
     shift
     for tool in iperf3 wrk; do
@@ -27,7 +35,8 @@ if [ "$mode" = bench ]; then
 fi
 
 PODS=(mse-client mse-server mse-local-server mse-legacy mse-dclient mse-dserver
-      mse-authz-a mse-authz-b mse-authz-c mse-authz-legacy mse-authz-web mse-authz-db mse-authz-web2)
+      mse-authz-a mse-authz-b mse-authz-c mse-authz-legacy mse-authz-web mse-authz-db mse-authz-web2
+      mse-wclient mse-wserver mse-waypoint mse-pclient mse-pserver mse-nginx)
 NETNS=(mse-node1 mse-node2 "${PODS[@]}")
 bpffs_before=$(stat -f -c %T /sys/fs/bpf)
 cleanup() {
@@ -69,6 +78,10 @@ if [ "$mode" = bench ]; then
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p ztunnel --target "$host"
     export MESH_E2E_ZTUNNEL="$PWD/target/$host/release/ztunnel"
     cargo bench -p mesh-e2e --locked --bench dataplane -- "$@"
+elif [ "$mode" = bench-waypoint ]; then
+    shift
+    cargo build --release --bins --locked
+    cargo bench -p mesh-e2e --locked --bench waypoint -- "$@"
 elif [ "$mode" = soak ]; then
     shift
     cargo build --release --bins --locked

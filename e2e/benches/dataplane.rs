@@ -29,10 +29,9 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_e2e::load::*;
 use mesh_e2e::*;
 
 const NAMESPACES: &str = r#"
@@ -60,76 +59,6 @@ struct Path {
     iperf_host: String,
     iperf_port: String,
     proxies: Vec<u32>,
-}
-
-struct WrkResult {
-    requests: u64,
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-fn netns_cmd(netns: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns])
-        .args(args)
-        .output()
-        .map_err(|e| format!("{}: {e}", args[0]))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("{args:?} failed: {text}"))
-    }
-}
-
-/// `52.00us`, `1.20ms`, `2.00s` in microseconds.
-fn wrk_duration_us(s: &str) -> Option<f64> {
-    let (num, scale) = if let Some(n) = s.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e3)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60e6)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1e6)
-    } else {
-        return None;
-    };
-    num.parse::<f64>().ok().map(|v| v * scale)
-}
-
-fn parse_wrk(out: &str) -> Result<WrkResult, String> {
-    let mut percentiles = HashMap::new();
-    let (mut requests, mut rps) = (None, None);
-    for line in out.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            [p, v] if p.ends_with('%') => {
-                percentiles.insert(p.to_string(), wrk_duration_us(v));
-            }
-            ["Requests/sec:", v] => rps = v.parse::<f64>().ok(),
-            [n, "requests", "in", ..] => requests = n.parse::<u64>().ok(),
-            ["Socket", "errors:", ..] | ["Non-2xx", ..] => {
-                return Err(format!("wrk reported errors: {}", line.trim()))
-            }
-            _ => {}
-        }
-    }
-    let pct = |p: &str| percentiles.get(p).copied().flatten();
-    match (requests, rps, pct("50%"), pct("99%")) {
-        (Some(requests), Some(rps), Some(p50_us), Some(p99_us)) => Ok(WrkResult {
-            requests,
-            rps,
-            p50_us,
-            p99_us,
-        }),
-        _ => Err(format!("unexpected wrk output:\n{out}")),
-    }
 }
 
 fn wrk(c: &Cluster, path: &Path, conns: u32, secs: u32, extra: &[&str]) -> WrkResult {
@@ -176,67 +105,6 @@ fn iperf(c: &Cluster, path: &Path, streams: u32, secs: u32) -> f64 {
         .as_f64()
         .unwrap_or_else(|| panic!("no sum_received in iperf3's result:\n{out}"))
         / 1e9
-}
-
-/// Field `VmRSS`/`VmHWM` of a process, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// User + system CPU of a process, in seconds.
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the name.
-    (ticks(11) + ticks(12)) as f64 / ticks_per_second
-}
-
-/// Samples the RSS of `pids` every 20 ms and keeps the peak of their sum, until dropped.
-struct RssPeak {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssPeak {
-    fn start(pids: Vec<u32>) -> RssPeak {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
-        let (s, p) = (stop.clone(), peak.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                for pid in &pids {
-                    p.fetch_max(status_kib(*pid, "VmRSS"), Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        RssPeak {
-            stop,
-            peak,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.peak.load(Ordering::Relaxed)
-    }
 }
 
 /// Prints and returns the ztunnels' RSS (KiB), with its anonymous and file-backed parts.

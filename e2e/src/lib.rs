@@ -12,6 +12,7 @@
 //! Everything is removed by exact name when [`Cluster`] drops, also after a failed check; the
 //! logs of every process are printed then if the test panicked.
 
+pub mod load;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -102,7 +103,7 @@ impl Cluster {
         self.dir.join("config")
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
 
@@ -293,10 +294,18 @@ impl Cluster {
         let _ = std::fs::remove_file(self.config_dir().join(file));
     }
 
-    fn pod_yaml(namespace: &str, name: &str, node: &str, sa: &str, ip: Option<Ipv4Addr>) -> String {
+    fn pod_yaml(
+        namespace: &str,
+        name: &str,
+        node: &str,
+        sa: &str,
+        labels: &[(&str, &str)],
+        ip: Option<Ipv4Addr>,
+    ) -> String {
         let status = ip.map_or(String::new(), |ip| format!("status: {{podIP: {ip}}}\n"));
+        let extra: String = labels.iter().map(|(k, v)| format!(", {k}: {v}")).collect();
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}}}}}\n\
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {name}{extra}}}}}\n\
              spec: {{nodeName: {node}, serviceAccountName: {sa}}}\n{status}"
         )
     }
@@ -304,11 +313,23 @@ impl Cluster {
     /// Creates a pod on node `node` the way a kubelet would: the Pod object, its sandbox
     /// netns, the CNI chain, then `status.podIP`.
     pub fn add_pod(&mut self, namespace: &str, name: &str, node: usize, sa: &str) -> usize {
+        self.add_pod_labelled(namespace, name, node, sa, &[])
+    }
+
+    /// [`Cluster::add_pod`] with labels beside `app: <name>` (the CNI chain sees them at ADD).
+    pub fn add_pod_labelled(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: usize,
+        sa: &str,
+        labels: &[(&str, &str)],
+    ) -> usize {
         let node_name = self.nodes[node].name.clone();
         let file = format!("pod-{namespace}-{name}.yaml");
         self.apply(
             &file,
-            &Self::pod_yaml(namespace, name, &node_name, sa, None),
+            &Self::pod_yaml(namespace, name, &node_name, sa, labels, None),
         );
         let netns = format!("mse-{name}");
         sh(&["ip", "netns", "add", &netns]);
@@ -336,7 +357,7 @@ impl Cluster {
         pod.cni_result = result;
         self.apply(
             &file,
-            &Self::pod_yaml(namespace, name, &node_name, sa, Some(pod.ip)),
+            &Self::pod_yaml(namespace, name, &node_name, sa, labels, Some(pod.ip)),
         );
         self.pods.push(pod);
         self.pods.len() - 1

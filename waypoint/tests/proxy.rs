@@ -329,7 +329,10 @@ async fn http1_requests_are_balanced_over_hbone_with_the_clients_identity_forwar
         );
         assert_eq!(h["x-request-id"].as_str().unwrap().len(), 36);
         let tp = h["traceparent"].as_str().unwrap();
-        assert!(tp.starts_with("00-") && tp.len() == 55, "a trace started: {tp}");
+        assert!(
+            tp.starts_with("00-") && tp.len() == 55,
+            "a trace started: {tp}"
+        );
         assert_eq!(echo["path"], "/hello");
     }
     assert_eq!(
