@@ -283,7 +283,7 @@ pub struct Attributes<'a> {
     pub peer: Option<&'a Identity>,
     /// The connection's source (the client pod).
     pub source_ip: IpAddr,
-    /// The original client: the first `x-forwarded-for` hop, else the source.
+    /// The original client: the connection's source (no proxy in front is trusted).
     pub remote_ip: IpAddr,
     /// The destination the client dialled (service VIP or pod) and its port.
     pub destination: SocketAddr,
@@ -570,13 +570,11 @@ pub fn evaluate(policies: &[Policy], a: &Attributes) -> Decision {
     }
 }
 
-fn remote_ip(headers: &HeaderMap, source: IpAddr) -> IpAddr {
-    headers
-        .get(crate::headers::X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(source)
+/// The original client. No proxy in front of the waypoint is trusted (Istio's default,
+/// `numTrustedProxies: 0`): a client's own `x-forwarded-for` says nothing, so it is the
+/// connection's source.
+fn remote_ip(_headers: &HeaderMap, source: IpAddr) -> IpAddr {
+    source
 }
 
 /// The request's attributes, from the request and its connection.

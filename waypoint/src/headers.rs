@@ -9,6 +9,7 @@
 //! * `x-request-id` is generated when absent, so a request can be followed through the logs.
 //! * W3C `traceparent`: the waypoint is a hop of the trace, so a valid one keeps its trace id
 //!   and flags with a new parent (span) id of ours; an absent or malformed one starts a trace.
+//! * The path and `Host` are made canonical first (`target.rs`).
 //! * Hop-by-hop headers (`connection` and those it names, `keep-alive`, `proxy-connection`,
 //!   `transfer-encoding`, `upgrade`, `te` other than `trailers`) are removed.
 
@@ -173,6 +174,8 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
+        // The target policy and routing will see, and the app will get.
+        crate::target::normalize(&mut req);
         if let Some(down) = req.extensions().get::<Arc<Downstream>>().cloned() {
             forwarding(req.headers_mut(), &down, &self.me);
         }

@@ -19,5 +19,6 @@ pub mod route;
 pub mod route_table;
 pub mod stack;
 pub mod state;
+pub mod target;
 pub mod telemetry;
 pub mod upstream;

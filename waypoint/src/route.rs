@@ -88,6 +88,7 @@ fn host_of(req: &Request) -> String {
 }
 
 /// The redirect answer: `Location` built from the request and the filter.
+#[allow(clippy::too_many_arguments)]
 fn redirect(
     req: &Request,
     scheme: &Option<String>,
@@ -96,7 +97,13 @@ fn redirect(
     port: Option<u16>,
     status: StatusCode,
     matched_prefix: Option<&str>,
+    service_port: u16,
 ) -> Response {
+    // Gateway API: without a scheme or a port, the port is the one the request came to.
+    let port = match (scheme, port) {
+        (None, None) => Some(service_port),
+        _ => port,
+    };
     let scheme = scheme.clone().unwrap_or_else(|| "http".into());
     let host = hostname.clone().unwrap_or_else(|| host_of(req));
     let default_port = if scheme == "https" { 443 } else { 80 };
@@ -171,7 +178,7 @@ fn route(
                 scheme,
                 hostname,
                 path,
-                port,
+                port: to_port,
                 status,
             } => {
                 return Ok(Err(redirect(
@@ -179,9 +186,10 @@ fn route(
                     scheme,
                     hostname,
                     path,
-                    *port,
+                    *to_port,
                     *status,
                     prefix.as_deref(),
+                    port,
                 )));
             }
             Filter::RequestHeaders(m) => m.apply(req.headers_mut()),
@@ -238,7 +246,7 @@ where
             return Box::pin(async { Err(ProxyError::NoHealthyUpstream) });
         };
         let routed = match &destination {
-            Destination::Service { service, port } if !service.routes.is_empty() => {
+            Destination::Service { service, port } if service.routes.serves_port(*port) => {
                 match route(&self.state, service, *port, &mut req) {
                     Ok(Ok(r)) => r,
                     Ok(Err(answer)) => return Box::pin(async move { Ok(answer) }),

@@ -348,6 +348,11 @@ impl RouteTable {
         self.entries.is_empty()
     }
 
+    /// Whether any route applies to service port `port` (a route's parentRef may name one).
+    pub fn serves_port(&self, port: u16) -> bool {
+        self.entries.iter().any(|e| e.port == 0 || e.port == port)
+    }
+
     /// The rule for a request to service port `port`.
     pub fn find<B>(&self, req: &http::Request<B>, port: u16) -> Option<Found<'_>> {
         let path = req.uri().path();

@@ -141,6 +141,15 @@ fn waypoint_targets(
     let mut services = BTreeSet::new();
     for target in ap.spec.all_target_refs() {
         let ns = target.namespace.as_deref().unwrap_or(policy_ns);
+        // Istio refuses it: a policy in one namespace must not allow (or deny) into another.
+        if ns != policy_ns {
+            return Err(Condition::new(
+                WAYPOINT_ACCEPTED,
+                false,
+                "TargetNotFound",
+                format!("targetRefs may not name another namespace ({ns}); put the policy in {ns}"),
+            ));
+        }
         match target.kind.as_str() {
             "Gateway" => {
                 if !waypoints.exists(ns, &target.name) {

@@ -269,7 +269,15 @@ pub fn translate_routes(
         let mut conditions = Vec::new();
         for parent in &route.spec.parent_refs {
             let parent_ns = parent.namespace.as_deref().unwrap_or(ns);
-            let accepted = if !parent.is_service() {
+            let accepted = if parent.is_service() && parent_ns != ns.as_str() {
+                Err((
+                    "UnsupportedValue",
+                    format!(
+                        "Service {parent_ns}/{} is in another namespace: such a route is a consumer route (for clients in {ns} only), which is not supported yet; a producer route lives in {parent_ns}",
+                        parent.name
+                    ),
+                ))
+            } else if !parent.is_service() {
                 Err((
                     "NoMatchingParent",
                     format!(

@@ -776,3 +776,45 @@ fn http_routes_are_served_by_the_parent_services_waypoint_with_status_per_parent
         refs.message
     );
 }
+
+#[test]
+fn policies_and_routes_may_not_reach_into_another_namespace() {
+    let labelled_ns = BASE.replace(
+        "    istio.io/dataplane-mode: ambient\n",
+        "    istio.io/dataplane-mode: ambient\n    istio.io/use-waypoint: waypoint\n",
+    );
+    let foreign = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: let-me-in, namespace: plain}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint, namespace: demo}]
+  rules: [{from: [{source: {namespaces: [plain]}}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hijack, namespace: plain}
+spec:
+  parentRefs: [{kind: Service, name: web, namespace: demo}]
+  rules: [{backendRefs: [{name: elsewhere, port: 80}]}]
+"#;
+    let t = translate_yaml(&[&labelled_ns, WAYPOINT, foreign]);
+    let c = &status(&t, Kind::AuthorizationPolicy, "plain", "let-me-in")[0];
+    assert_eq!((c.status, c.reason), (false, "TargetNotFound"));
+    assert!(c.message.contains("another namespace"), "{}", c.message);
+    let served = &t.waypoint_services["demo/web.demo.svc.cluster.local"];
+    assert!(
+        served.policies.iter().all(|p| p.name != "plain/let-me-in"),
+        "a foreign policy must not apply"
+    );
+    assert!(
+        served.routes.is_empty(),
+        "a foreign route must not capture the service"
+    );
+    let r = status(&t, Kind::HttpRoute, "plain", "hijack");
+    let accepted = r.iter().find(|c| c.type_ == "Accepted").unwrap();
+    assert_eq!(
+        (accepted.status, accepted.reason),
+        (false, "UnsupportedValue")
+    );
+}

@@ -368,6 +368,18 @@ mod tests {
         assert!(when("request.headers[x-user]").is_ok());
         assert!(when("request.auth.claims[groups]").is_ok());
         assert!(when("request.headers[]").is_err());
+        // A path template the waypoint could not compile is refused here, with its path.
+        let paths = |p: &str| {
+            read(json!({
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "p", "namespace": "demo"},
+                "spec": {"rules": [{"to": [{"operation": {"paths": [p]}}]}]}
+            }))
+        };
+        assert!(paths("/api/{*}/items/{**}").is_ok());
+        let err = paths("/api/{id}").unwrap_err();
+        assert!(err.to_string().contains("whole segments"), "{err}");
+        assert!(paths("/a/{**}/b").is_err());
     }
 
     #[test]

@@ -309,6 +309,11 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy) -> Result<
                     )));
                 }
             }
+            for path in o.paths.iter().chain(&o.not_paths) {
+                check_path_template(path).map_err(|e| {
+                    invalid(format!("spec.rules[{r}].to[{t}].operation.paths: {e}"))
+                })?;
+            }
             for port in to.operation.ports.iter().chain(&to.operation.not_ports) {
                 parse_port(port)
                     .map_err(|e| invalid(format!("spec.rules[{r}].to[{t}].operation: {e}")))?;
@@ -341,6 +346,35 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy) -> Result<
                     _ => {}
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// A path with `{` is a template: `{*}` and `{**}` must be whole segments, `{**}` the last.
+fn check_path_template(path: &str) -> Result<(), String> {
+    if !path.contains('{') && !path.contains('}') {
+        return Ok(());
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!("path template {path:?} must start with /"));
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        match *part {
+            "{*}" => {}
+            "{**}" if i == parts.len() - 1 => {}
+            "{**}" => {
+                return Err(format!(
+                    "path template {path:?}: {{**}} may only be the last segment"
+                ))
+            }
+            p if p.contains('{') || p.contains('}') || p.contains('*') => {
+                return Err(format!(
+                    "path template {path:?}: {{*}} and {{**}} must be whole segments"
+                ))
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -264,11 +264,15 @@ fn when_conditions() {
     r.headers
         .insert("x-version", HeaderValue::from_static("v2.1"));
     assert!(allowed(&ps, &r));
+    // A client's own x-forwarded-for is not trusted: it cannot move itself into or out of a
+    // block.
     r.headers.insert(
         "x-forwarded-for",
         HeaderValue::from_static("192.0.2.9, 10.0.1.5"),
     );
-    assert!(!allowed(&ps, &r), "the original client is excluded");
+    assert!(allowed(&ps, &r), "the forged header changes nothing");
+    r.source = "192.0.2.9".parse().unwrap();
+    assert!(!allowed(&ps, &r), "the real source is excluded");
     let bad = compile(&pb::Policy {
         name: "demo/bad".into(),
         action: Allow as i32,
