@@ -189,18 +189,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         me.clone(),
         config.upstream_hbone_port,
     ));
-    let inbound = Inbound::new(
-        state.clone(),
-        upstream,
-        identities.clone(),
-        me.clone(),
-        metrics.clone(),
-        ServerLimits {
-            handshake: config.hbone_handshake_timeout,
-            idle: config.hbone_idle_timeout,
-        },
-        config.hbone_max_connections_per_source as usize,
-    );
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr)
@@ -233,6 +221,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
     );
     let (xds_tx, xds) = watch::channel(ClientStatus::default());
+    let inbound = Inbound::new(
+        state.clone(),
+        upstream,
+        identities.clone(),
+        me.clone(),
+        metrics.clone(),
+        ServerLimits {
+            handshake: config.hbone_handshake_timeout,
+            idle: config.hbone_idle_timeout,
+        },
+        config.hbone_max_connections_per_source as usize,
+        xds.clone(),
+    );
 
     // The certificate is fetched at start, so readiness can say whether it is there.
     let (cert_tx, cert_rx) = watch::channel(false);

@@ -43,6 +43,8 @@ pub struct Inbound {
     stack: stack::Parts,
     pub limits: ServerLimits,
     pub per_source: Arc<SourceLimit>,
+    /// Changes whenever xDS applied a response: open TCP connections are re-authorized.
+    changes: tokio::sync::watch::Receiver<mesh_core::xds::ClientStatus>,
     acceptor: Mutex<Option<(Arc<WorkloadCertificate>, TlsAcceptor)>>,
 }
 
@@ -56,6 +58,7 @@ impl Inbound {
         metrics: Arc<Metrics>,
         limits: ServerLimits,
         max_per_source: usize,
+        changes: tokio::sync::watch::Receiver<mesh_core::xds::ClientStatus>,
     ) -> Arc<Self> {
         let me = Arc::new(me);
         let parts = stack::Parts {
@@ -73,6 +76,7 @@ impl Inbound {
             stack: parts,
             limits,
             per_source: SourceLimit::new(max_per_source),
+            changes,
             acceptor: Mutex::new(None),
         })
     }
@@ -277,10 +281,61 @@ impl Carry {
                 return Ok(());
             }
         };
-        let (sent, received) =
-            mesh_core::splice::copy_bidirectional(&mut io, &mut upstream).await?;
-        tracing::info!(target: "access", client = %self.client, upstream = %picked.endpoint.workload,
-            dst_service = %self.destination.service().hostname, sent, received, "tcp connection");
-        Ok(())
+        // Re-authorized on every config change, as ztunnel does its open connections: a policy
+        // that now denies it (or its service leaving this waypoint) closes it.
+        let mut changes = self.inbound.changes.clone();
+        changes.mark_unchanged();
+        let copy = mesh_core::splice::copy_bidirectional(&mut io, &mut upstream);
+        tokio::pin!(copy);
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                done = &mut copy => {
+                    let (sent, received) = done?;
+                    tracing::info!(target: "access", client = %self.client, upstream = %picked.endpoint.workload,
+                        dst_service = %self.destination.service().hostname, sent, received, "tcp connection");
+                    return Ok(());
+                }
+                changed = changes.changed(), if watching => {
+                    if changed.is_err() {
+                        watching = false;
+                        continue;
+                    }
+                    if let Some(why) = self.denied_now(down) {
+                        tracing::info!(target: "access", client = %self.client, upstream = %picked.endpoint.workload,
+                            dst_service = %self.destination.service().hostname, reason = %why,
+                            "tcp connection closed due to policy change");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why an open TCP connection may no longer go on under the current state, if it may not.
+    fn denied_now(&self, down: &Downstream) -> Option<String> {
+        let now = self
+            .inbound
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .destination(self.authority);
+        let Some(d) = now else {
+            return Some("its service is no longer served by this waypoint".to_string());
+        };
+        let attrs = authz::Attributes {
+            peer: down.peer.as_ref(),
+            source_ip: down.client.ip(),
+            remote_ip: down.client.ip(),
+            destination: down.destination,
+            http: None,
+        };
+        match authz::evaluate(&d.service().policies, &attrs) {
+            authz::Decision::Allow => None,
+            authz::Decision::Deny(p) => Some(format!(
+                "denied by {}",
+                p.as_deref().unwrap_or("allow policies that none match")
+            )),
+        }
     }
 }

@@ -133,6 +133,14 @@ impl Mesh {
                 service("empty", &vip(2), "nothing", 80, 8080),
             ),
             (
+                "tcp.yaml".to_string(),
+                format!(
+                    "apiVersion: v1\nkind: Service\nmetadata: {{name: tcp-echo, namespace: demo}}\n\
+spec: {{clusterIP: {}, selector: {{app: web}}, ports: [{{name: tcp, port: 9000, targetPort: 9000}}]}}\n",
+                    vip(4)
+                ),
+            ),
+            (
                 "broken.yaml".to_string(),
                 service("broken", &vip(3), "broken", 80, 8080),
             ),
@@ -193,6 +201,8 @@ impl Mesh {
                 listener,
                 s,
             ));
+            let tcp = TcpListener::bind((ip.as_str(), 9000)).await.unwrap();
+            tokio::spawn(mesh_echo::tcp_echo::serve(tcp, std::future::pending()));
             let app = TcpListener::bind((ip.as_str(), 8080)).await.unwrap();
             let config = mesh_echo::Config::new("web", version).unwrap();
             tokio::spawn(mesh_echo::serve(app, config, std::future::pending()));
@@ -784,5 +794,50 @@ spec:
         body_json(resp).await["version"],
         "v1",
         "not the gRPC method: the other rule"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_goes_through_as_tcp_and_is_closed_when_a_policy_denies_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = Mesh::start(8).await;
+    let vip = "127.8.10.4:9000".to_string();
+    let mut stream = mesh.tunnel(&vip).await.unwrap();
+    stream
+        .write_all(b"hello through the waypoint")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 26];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"hello through the waypoint");
+
+    // A DENY for the client on this service: the open connection is closed, a new one too.
+    mesh.istiod.write(
+        "deny-tcp.yaml",
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-client, namespace: demo}
+spec:
+  targetRefs: [{kind: Service, group: "", name: tcp-echo}]
+  action: DENY
+  rules: [{from: [{source: {principals: ["cluster.local/ns/demo/sa/client"]}}]}]
+"#,
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await
+    })
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the open connection was closed: {closed:?}"
+    );
+    let mut again = mesh.tunnel(&vip).await.unwrap();
+    let _ = again.write_all(b"x").await;
+    let mut one = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), again.read(&mut one)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a new connection gets nothing back: {read:?}"
     );
 }
