@@ -123,6 +123,7 @@ where
         let in_flight = InFlight::start(&picked.endpoint);
         let chosen = Chosen::new(
             &picked.endpoint.workload,
+            &picked.endpoint.workload_name,
             picked.endpoint.address,
             picked.port,
         );
@@ -154,6 +155,7 @@ mod tests {
             tunnel: Tunnel::Plaintext,
             healthy,
             node: String::new(),
+            workload_name: String::new(),
             active: Arc::new(AtomicUsize::new(0)),
         })
     }

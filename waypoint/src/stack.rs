@@ -53,13 +53,17 @@ pub struct Downstream {
 /// The endpoint a request went to; in the response's extensions (for telemetry).
 #[derive(Clone, Debug)]
 pub struct Chosen {
+    /// The pod, `<namespace>/<name>` (access log).
+    pub pod: String,
+    /// Its workload's name (metrics).
     pub workload: String,
     pub address: SocketAddr,
 }
 
 impl Chosen {
-    pub fn new(workload: &str, ip: IpAddr, port: u16) -> Self {
+    pub fn new(pod: &str, workload: &str, ip: IpAddr, port: u16) -> Self {
         Chosen {
+            pod: pod.to_string(),
             workload: workload.to_string(),
             address: SocketAddr::new(ip, port),
         }

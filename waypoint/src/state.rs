@@ -56,6 +56,8 @@ pub struct Endpoint {
     pub tunnel: Tunnel,
     pub healthy: bool,
     pub node: String,
+    /// Its workload (e.g. the Deployment), for metrics.
+    pub workload_name: String,
     /// Requests in flight to it now (least-request balancing).
     pub active: Arc<AtomicUsize>,
 }
@@ -331,6 +333,7 @@ pub fn service_from(
             tunnel,
             healthy: e.healthy,
             node: e.node.clone(),
+            workload_name: e.workload_name.clone(),
             active: Arc::new(AtomicUsize::new(0)),
         }));
     }
@@ -422,6 +425,7 @@ mod tests {
             tunnel: pb::Tunnel::Hbone as i32,
             healthy: true,
             node: "node1".into(),
+            workload_name: "web".into(),
         }
     }
 

@@ -214,7 +214,7 @@ where
                 src_identity = %principal,
                 dst_service = %service.0,
                 upstream = %chosen.as_ref().map(|c| c.address.to_string()).unwrap_or_else(|| "-".into()),
-                upstream_workload = workload,
+                upstream_pod = chosen.as_ref().map(|c| c.pod.as_str()).unwrap_or("-"),
                 request_id = request_id.as_deref().unwrap_or("-"),
                 trace_id = trace.0.get().map(String::as_str).unwrap_or("-"),
                 "request"

@@ -176,6 +176,7 @@ fn waypoint_resources_take_any_bytes() {
         tunnel: 0,
         healthy: true,
         node: "node1".into(),
+        workload_name: "web".into(),
     });
     let seeds = [resource().encode_to_vec(), with_endpoint.encode_to_vec()];
     let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();

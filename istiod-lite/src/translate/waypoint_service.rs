@@ -38,6 +38,7 @@ fn endpoint(w: &Workload, service_key: &str) -> Option<Endpoint> {
         } as i32,
         healthy: w.status == WorkloadStatus::Healthy as i32,
         node: w.node.clone(),
+        workload_name: w.workload_name.clone(),
     })
 }
 
