@@ -62,23 +62,9 @@ struct Path {
 }
 
 fn wrk(c: &Cluster, path: &Path, conns: u32, secs: u32, extra: &[&str]) -> WrkResult {
-    let threads = conns.clamp(1, 2).to_string();
-    let (conns, secs) = (conns.to_string(), format!("{secs}s"));
     let url = format!("http://{}/bench", path.http);
-    let mut args = vec![
-        "wrk",
-        "--latency",
-        "-t",
-        &threads,
-        "-c",
-        &conns,
-        "-d",
-        &secs,
-    ];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    let out = netns_cmd(&c.pods[path.client].netns, &args).unwrap_or_else(|e| panic!("{e}"));
-    parse_wrk(&out).unwrap_or_else(|e| panic!("{} path: {e}", path.label))
+    wrk_in(&c.pods[path.client].netns, &url, conns, secs, extra)
+        .unwrap_or_else(|e| panic!("{} path: {e}", path.label))
 }
 
 /// Gbit/s received by the server.
@@ -191,18 +177,6 @@ impl Figures {
     fn get(&self, path: &str, figure: &str) -> f64 {
         median(self.runs(path, figure))
     }
-}
-
-fn arg(name: &str, default: u32) -> u32 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} wants a number, got {v}"))
-        })
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -111,21 +111,8 @@ struct Path {
 }
 
 fn wrk(c: &Cluster, path: &Path, conns: u32, secs: u32) -> WrkResult {
-    let threads = conns.clamp(1, 2).to_string();
-    let (conns, secs) = (conns.to_string(), format!("{secs}s"));
-    let args = [
-        "wrk",
-        "--latency",
-        "-t",
-        &threads,
-        "-c",
-        &conns,
-        "-d",
-        &secs,
-        &path.url,
-    ];
-    let out = netns_cmd(&c.pods[path.client].netns, &args).unwrap_or_else(|e| panic!("{e}"));
-    parse_wrk(&out).unwrap_or_else(|e| panic!("{} path: {e}", path.label))
+    wrk_in(&c.pods[path.client].netns, &path.url, conns, secs, &[])
+        .unwrap_or_else(|e| panic!("{} path: {e}", path.label))
 }
 
 fn children(pid: u32) -> Vec<u32> {
@@ -174,15 +161,6 @@ fn measure(c: &Cluster, path: &Path, secs: u32, ticks: f64) -> Figures {
         path.label, f.rps16, f.rps64, f.p50, f.p99, f.cpu_per_1000, f.rss_idle_kib, f.rss_peak_kib
     );
     f
-}
-
-fn arg(name: &str, default: u32) -> u32 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

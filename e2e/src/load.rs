@@ -151,3 +151,42 @@ impl RssPeak {
         self.peak.load(Ordering::Relaxed)
     }
 }
+
+/// wrk with keep-alive for `secs` seconds at `conns` connections (up to two threads) against
+/// `url`, from inside `netns`, with `extra` arguments; its figures, or what went wrong.
+pub fn wrk_in(
+    netns: &str,
+    url: &str,
+    conns: u32,
+    secs: u32,
+    extra: &[&str],
+) -> Result<WrkResult, String> {
+    let threads = conns.clamp(1, 2).to_string();
+    let (conns, secs) = (conns.to_string(), format!("{secs}s"));
+    let mut args = vec![
+        "wrk",
+        "--latency",
+        "-t",
+        &threads,
+        "-c",
+        &conns,
+        "-d",
+        &secs,
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    parse_wrk(&netns_cmd(netns, &args)?)
+}
+
+/// The number after `name` on the benchmark's command line, else `default`.
+pub fn arg(name: &str, default: u32) -> u32 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} wants a number, got {v}"))
+        })
+        .unwrap_or(default)
+}

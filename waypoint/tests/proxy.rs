@@ -23,6 +23,7 @@ use mesh_core::identity::manager::{CaConfig, IdentityManager, Requester};
 use mesh_core::identity::Identity;
 use mesh_test_support::poll::eventually_async;
 use tokio::net::{TcpListener, TcpStream};
+use waypoint::state::State;
 
 const WAYPOINT_TOKEN: &str = "waypoint-token-0123456789";
 const NODE_TOKEN: &str = "node1-token-0123456789";
@@ -285,6 +286,16 @@ spec: {{clusterIP: {}, selector: {{app: web}}, ports: [{{name: tcp, port: 9000, 
         send
     }
 
+    /// Polls the waypoint's state until `check` holds (10 s at most).
+    async fn wait_for_state(&self, what: &str, check: impl Fn(&State) -> bool) {
+        let state = self.waypoint.state.clone();
+        eventually_async(what, Duration::from_secs(10), || {
+            let ok = check(&state.read().unwrap());
+            async move { ok }
+        })
+        .await;
+    }
+
     async fn metrics(&self) -> String {
         istiod_lite::testing::http_get(self.waypoint.metrics_addr, "/metrics")
             .await
@@ -480,21 +491,10 @@ async fn config_updates_apply_without_dropping_open_connections() {
         "web-2.yaml",
         &pod("web-2", &mesh.pod_ip(3), "web", "other", "v2"),
     );
-    let state = mesh.waypoint.state.clone();
-    eventually_async(
-        "web-2 to leave the service",
-        Duration::from_secs(10),
-        || {
-            let state = state.clone();
-            async move {
-                state
-                    .read()
-                    .unwrap()
-                    .service(&format!("demo/{HOST}"))
-                    .is_some_and(|s| s.endpoints.len() == 1)
-            }
-        },
-    )
+    mesh.wait_for_state("web-2 to leave the service", |s| {
+        s.service(&format!("demo/{HOST}"))
+            .is_some_and(|s| s.endpoints.len() == 1)
+    })
     .await;
     for _ in 0..20 {
         let resp = send1(&mut send, "/after").await;
@@ -537,21 +537,10 @@ fn request(method: &str, path: &str) -> Request<Empty<Bytes>> {
 async fn l7_authorization_policies_are_enforced_at_the_waypoint() {
     let mesh = Mesh::start(5).await;
     mesh.istiod.write("policies.yaml", L7_POLICIES);
-    let state = mesh.waypoint.state.clone();
-    eventually_async(
-        "the policies to reach the waypoint",
-        Duration::from_secs(10),
-        || {
-            let state = state.clone();
-            async move {
-                state
-                    .read()
-                    .unwrap()
-                    .service(&format!("demo/{HOST}"))
-                    .is_some_and(|s| s.policies.len() == 2)
-            }
-        },
-    )
+    mesh.wait_for_state("the policies to reach the waypoint", |s| {
+        s.service(&format!("demo/{HOST}"))
+            .is_some_and(|s| s.policies.len() == 2)
+    })
     .await;
     let mut send = mesh.http1(&mesh.vip(1)).await;
     for (method, path, code) in [
@@ -645,20 +634,11 @@ spec:
 async fn http_routes_split_match_rewrite_and_redirect() {
     let mesh = Mesh::start(6).await;
     mesh.istiod.write("routes.yaml", &routes_yaml(6));
-    let state = mesh.waypoint.state.clone();
-    eventually_async(
-        "the routes to reach the waypoint",
-        Duration::from_secs(10),
-        || {
-            let state = state.clone();
-            async move {
-                let s = state.read().unwrap();
-                s.service(&format!("demo/{HOST}"))
-                    .is_some_and(|s| !s.routes.is_empty())
-                    && s.service("demo/web-v2.demo.svc.cluster.local").is_some()
-            }
-        },
-    )
+    mesh.wait_for_state("the routes to reach the waypoint", |s| {
+        s.service(&format!("demo/{HOST}"))
+            .is_some_and(|s| !s.routes.is_empty())
+            && s.service("demo/web-v2.demo.svc.cluster.local").is_some()
+    })
     .await;
     let mut send = mesh.http1(&mesh.vip(1)).await;
 
@@ -743,20 +723,11 @@ spec:
   - backendRefs: [{name: web-v1, port: 8080}]
 "#;
     mesh.istiod.write("grpc.yaml", &format!("{services}{grpc}"));
-    let state = mesh.waypoint.state.clone();
-    eventually_async(
-        "the GRPCRoute to reach the waypoint",
-        Duration::from_secs(10),
-        || {
-            let state = state.clone();
-            async move {
-                let s = state.read().unwrap();
-                s.service(&format!("demo/{HOST}"))
-                    .is_some_and(|s| !s.routes.is_empty())
-                    && s.service("demo/web-v2.demo.svc.cluster.local").is_some()
-            }
-        },
-    )
+    mesh.wait_for_state("the GRPCRoute to reach the waypoint", |s| {
+        s.service(&format!("demo/{HOST}"))
+            .is_some_and(|s| !s.routes.is_empty())
+            && s.service("demo/web-v2.demo.svc.cluster.local").is_some()
+    })
     .await;
     let stream = mesh.tunnel(&mesh.vip(1)).await.unwrap();
     let (mut h2, conn) =
